@@ -1,0 +1,275 @@
+"""The HTTP service: FastAPI routes over the wire format and the rules.
+
+This layer alone knows HTTP: it caps the body, checks Content-Type, answers
+in the AdmissionReview version it was asked in, and turns malformed input
+into 4xx answers that say what is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from webhook.admission.review import AdmissionRequest, ReviewError, build_response, decode, parse_review
+from webhook.rules.catalog import Catalog, Enforcement
+from webhook.rules.engine import Change, Verdict, review_change
+from webhook.rules.inventory import ClusterView
+from webhook.rules.messages import audit_annotations, denial_message, warnings
+
+# The API server caps request bodies at 3 MiB; leave room for the review envelope.
+DEFAULT_MAX_BODY = int(3 * 1024 * 1024 * 1.1)
+
+decision_log = logging.getLogger("crdguard.decision")
+log = logging.getLogger("crdguard")
+
+
+class ClusterState(Protocol):
+    """Where the cluster view comes from: static files, or watches kept by the state layer."""
+
+    @property
+    def view(self) -> ClusterView: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def readiness(self) -> tuple[bool, str]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    catalog: Catalog
+    state: ClusterState
+    enforcement: Enforcement = Enforcement.DENY
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    body_timeout_seconds: float = 10.0
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.reviews = Counter(
+            "crdguard_admission_reviews",
+            "AdmissionReviews answered, by decision and rule",
+            ["decision", "rule"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "crdguard_admission_review_duration_seconds",
+            "Time to judge one AdmissionReview, body read to response built",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.rejected = Counter(
+            "crdguard_http_rejected_requests",
+            "Requests refused before judging, by HTTP status",
+            ["status"],
+            registry=self.registry,
+        )
+
+
+def _error(status: int, message: str, metrics: Metrics) -> JSONResponse:
+    metrics.rejected.labels(str(status)).inc()
+    return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body; BodyTooLarge once it grows past ``limit`` (never buffer an oversize body),
+    TimeoutError when it trickles in slower than ``timeout`` allows in total."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks = []
+    size = 0
+    async with asyncio.timeout(timeout):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_REVIEW_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "request"],
+    "properties": {
+        "apiVersion": {"type": "string", "enum": ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"]},
+        "kind": {"type": "string", "enum": ["AdmissionReview"]},
+        "request": {
+            "type": "object",
+            "required": ["uid", "operation", "kind"],
+            "properties": {
+                "uid": {"type": "string"},
+                "operation": {"type": "string", "enum": ["CREATE", "UPDATE", "DELETE", "CONNECT"]},
+                "kind": {
+                    "type": "object",
+                    "required": ["version", "kind"],
+                    "properties": {
+                        "group": {"type": "string"},
+                        "version": {"type": "string"},
+                        "kind": {"type": "string"},
+                    },
+                },
+                "namespace": {"type": "string"},
+                "name": {"type": "string"},
+                "object": {"type": ["object", "null"]},
+                "oldObject": {"type": ["object", "null"]},
+                "dryRun": {"type": "boolean"},
+            },
+        },
+    },
+}
+
+
+def judge(request: AdmissionRequest, config: ServiceConfig) -> Verdict:
+    change = Change.from_objects(
+        request.operation,
+        request.group,
+        request.kind,
+        request.namespace,
+        request.name,
+        request.obj,
+        request.old_obj,
+        config.catalog,
+        request.dry_run,
+    )
+    return review_change(change, config.state.view, config.catalog, config.enforcement)
+
+
+def respond(request: AdmissionRequest, verdict: Verdict) -> bytes:
+    if verdict.allowed and not verdict.judged:
+        return build_response(request, True)
+    return build_response(
+        request,
+        verdict.allowed,
+        "" if verdict.allowed else denial_message(verdict),
+        warnings(verdict),
+        audit_annotations(verdict),
+    )
+
+
+def _log_decision(request: AdmissionRequest, verdict: Verdict, seconds: float) -> None:
+    # Names and rule ids only: never object bodies, so HelmRelease values cannot leak here.
+    decision_log.info(
+        json.dumps(
+            {
+                "event": "admission",
+                "uid": request.uid,
+                "operation": request.operation,
+                "kind": request.kind,
+                "namespace": request.namespace,
+                "name": request.name or (verdict.change.ref.name if verdict.change else ""),
+                "dryRun": request.dry_run,
+                "decision": verdict.decision,
+                "rules": list(verdict.rule_ids),
+                "conflicts": [
+                    {"rule": c.rule.id, "component": c.release.component, "source": str(c.release.source)}
+                    for c in verdict.denied + verdict.warned + verdict.audited
+                ],
+                "ms": round(seconds * 1000, 3),
+            },
+            separators=(",", ":"),
+        )
+    )
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        config.state.start()
+        try:
+            yield
+        finally:
+            config.state.stop()
+
+    app = FastAPI(
+        title="crdguard",
+        summary="Validating admission webhook for CRD / controller version conflicts",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.state.config = config
+
+    @app.post(
+        "/validate",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _REVIEW_SCHEMA}}}
+        },
+        responses={
+            200: {"description": "AdmissionReview with the response"},
+            400: {"description": "Malformed AdmissionReview"},
+            408: {"description": "Body not received in time"},
+            413: {"description": "Body over the limit"},
+            415: {"description": "Content-Type is not application/json"},
+        },
+    )
+    async def validate(request: Request) -> Response:
+        started = time.perf_counter()
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";", 1)[0].strip().lower() != "application/json":
+            return _error(415, f"Content-Type must be application/json, got {content_type!r}", metrics)
+        try:
+            body = await _read_body(request, config.max_body_bytes, config.body_timeout_seconds)
+        except BodyTooLarge:
+            return _error(413, f"body is larger than the limit of {config.max_body_bytes} bytes", metrics)
+        except TimeoutError:
+            return _error(408, f"body not received within {config.body_timeout_seconds} seconds", metrics)
+        try:
+            review = parse_review(decode(body))
+        except ReviewError as exc:
+            return _error(400, str(exc), metrics)
+        try:
+            verdict = judge(review, config)
+            payload = respond(review, verdict)
+        except Exception:
+            # A bug must not become a 500 the API server cannot explain: answer "errored".
+            log.exception("internal error judging %s %s", review.kind, review.name)
+            metrics.reviews.labels("errored", "none").inc()
+            return Response(
+                build_response(review, False, "crdguard internal error; see the crdguard logs"),
+                media_type="application/json",
+            )
+        seconds = time.perf_counter() - started
+        metrics.latency.observe(seconds)
+        metrics.reviews.labels(verdict.decision, ",".join(verdict.rule_ids) or "none").inc()
+        if verdict.judged:
+            _log_decision(review, verdict, seconds)
+        return Response(payload, media_type="application/json")
+
+    @app.get("/healthz")
+    def healthz() -> Mapping[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"description": "The cluster state has not synced"}})
+    def readyz() -> JSONResponse:
+        ready, reason = config.state.readiness()
+        return JSONResponse({"ready": ready, "reason": reason}, status_code=200 if ready else 503)
+
+    @app.get("/state")
+    def state() -> dict[str, Any]:
+        return config.state.describe()
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,108 @@
+"""Semantic versions and version ranges, tolerant of a leading ``v``.
+
+Kubernetes ecosystems write versions both ways (chart ``v2.1.1``, image tag
+``2.1.1``), so parsing accepts either and comparison ignores the prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import total_ordering
+
+_VERSION = re.compile(
+    r"^v?(?P<major>0|[1-9]\d*)(?:\.(?P<minor>0|[1-9]\d*))?(?:\.(?P<patch>0|[1-9]\d*))?"
+    r"(?:-(?P<pre>[0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$"
+)
+_COMPARATOR = re.compile(r"^(?P<op>>=|<=|!=|==|=|>|<)?\s*(?P<version>v?[0-9][0-9A-Za-z.+-]*)$")
+
+
+class VersionError(ValueError):
+    """A version or range that cannot be parsed."""
+
+
+@total_ordering
+@dataclass(frozen=True, slots=True)
+class Version:
+    major: int
+    minor: int
+    patch: int
+    prerelease: tuple[int | str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        match = _VERSION.match(text.strip())
+        if match is None:
+            raise VersionError(f"not a semantic version: {text!r}")
+        pre = match["pre"]
+        return cls(
+            int(match["major"]),
+            int(match["minor"] or 0),
+            int(match["patch"] or 0),
+            tuple(int(p) if p.isdigit() else p for p in pre.split(".")) if pre else (),
+        )
+
+    @classmethod
+    def exact(cls, text: str | None) -> Version | None:
+        """The version if ``text`` names exactly one (``v2.0.4``), else None (``*``, ``>=2``)."""
+        # A partial version ("2.1") is a range to Helm and Flux, not one release.
+        if not text or text.lstrip("v").split("-")[0].count(".") != 2:
+            return None
+        try:
+            return cls.parse(text)
+        except VersionError:
+            return None
+
+    def _key(self) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
+        # A release sorts after its pre-releases; numeric identifiers before alphanumeric.
+        pre = tuple((0, p) if isinstance(p, int) else (1, p) for p in self.prerelease)
+        return (self.major, self.minor, self.patch, 0 if self.prerelease else 1, pre)
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
+        return self._key() < other._key()
+
+    def __str__(self) -> str:
+        core = f"{self.major}.{self.minor}.{self.patch}"
+        if self.prerelease:
+            core += "-" + ".".join(str(p) for p in self.prerelease)
+        return core
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRange:
+    """A conjunction of comparators, e.g. ``>=2.0.0 <2.1.0``; empty text matches everything."""
+
+    text: str
+    comparators: tuple[tuple[str, Version], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> VersionRange:
+        parts = [p for p in re.split(r"[\s,]+", re.sub(r"(>=|<=|!=|==|=|>|<)\s+", r"\1", text))]
+        comparators = []
+        for part in filter(None, parts):
+            match = _COMPARATOR.match(part)
+            if match is None:
+                raise VersionError(f"not a version constraint: {part!r} in {text!r}")
+            op = match["op"] or "="
+            comparators.append(("=" if op == "==" else op, Version.parse(match["version"])))
+        return cls(text.strip(), tuple(comparators))
+
+    def __contains__(self, version: object) -> bool:
+        if not isinstance(version, Version):
+            return False
+        return all(_OPS[op](version, bound) for op, bound in self.comparators)
+
+    def __str__(self) -> str:
+        return self.text or "*"
+
+
+_OPS = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}

@@ -61,6 +61,7 @@ with_lock() {
 # either no directory or a complete one.
 publish() {
   local tmp=$1 dest=$2
+  chmod 755 "$tmp"  # mktemp -d makes it private
   rm -rf "$dest"
   mv -T "$tmp" "$dest"
 }

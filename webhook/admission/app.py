@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from webhook.admission.review import AdmissionRequest, ReviewError, build_response, decode, parse_review
 from webhook.rules.catalog import Catalog, Enforcement
@@ -78,6 +79,48 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+
+
+class StateCollector:
+    """Exports what the cluster state reports about itself (sync, staleness, API requests)."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        described = self.state.describe()
+        objects = GaugeMetricFamily(
+            "crdguard_state_objects", "Objects held in the cluster view", labels=["kind"]
+        )
+        for kind, count in described.get("objects", {}).items():
+            objects.add_metric([kind], count)
+        yield objects
+        ready = GaugeMetricFamily("crdguard_state_ready", "1 when every watched type has synced once")
+        ready.add_metric([], 1.0 if self.state.readiness()[0] else 0.0)
+        yield ready
+        if "apiRequests" in described:
+            yield GaugeMetricFamily(
+                "crdguard_kube_api_requests",
+                "Requests made to the API server",
+                value=described["apiRequests"],
+            )
+        watches = described.get("watches", {})
+        for name, help_text in (
+            ("connected", "1 while the watch stream of a type is open"),
+            ("synced", "1 once a type has been listed"),
+            ("secondsSinceLastSync", "Seconds since the last list, event or bookmark of a type"),
+            ("relistsAfterGone", "Relists after a 410 Gone"),
+            ("errors", "Failed lists or watches"),
+        ):
+            family = GaugeMetricFamily(f"crdguard_watch_{_snake(name)}", help_text, labels=["resource"])
+            for resource, info in watches.items():
+                if info.get(name) is not None:
+                    family.add_metric([resource], float(info[name]))
+            yield family
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
 
 def _error(status: int, message: str, metrics: Metrics) -> JSONResponse:
@@ -192,6 +235,7 @@ def _log_decision(request: AdmissionRequest, verdict: Verdict, seconds: float) -
 
 def create_app(config: ServiceConfig) -> FastAPI:
     metrics = Metrics()
+    metrics.registry.register(StateCollector(config.state))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -207,25 +207,41 @@ def _str(raw: Mapping[str, Any], key: str, where: str, default: str | None = Non
     return value.strip()
 
 
+def _known(raw: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    # A misspelt key would otherwise be ignored and silently turn detection or a rule off.
+    unknown = set(raw) - allowed
+    if unknown:
+        raise CatalogError(f"{where}: unknown field(s) {sorted(map(str, unknown))}")
+
+
 def _component(value: Any, where: str) -> Component:
     raw = _mapping(value, where, "component")
+    _known(raw, {"name", "detect", "features"}, where)
     name = _str(raw, "name", where)
     detect = _mapping(raw.get("detect", {}), where, "detect")
+    _known(detect, {"images", "labels", "charts", "chartLabel"}, f"{where}: detect")
     labels = _mapping(detect.get("labels", {}), where, "detect.labels")
     features: dict[str, Feature] = {}
     for fname, fvalue in _mapping(raw.get("features", {}), where, "features").items():
-        fraw = _mapping(fvalue, f"{where}: features.{fname}", "feature")
+        fwhere = f"{where}: features.{fname}"
+        fraw = _mapping(fvalue, fwhere, "feature")
+        _known(fraw, {"env", "helmValue"}, fwhere)
         env = fraw.get("env")
         helm_value = fraw.get("helmValue")
+        if env is not None:
+            env = _mapping(env, fwhere, "env")
+        if helm_value is not None:
+            helm_value = _mapping(helm_value, fwhere, "helmValue")
         features[fname] = Feature(
             name=fname,
-            env=EnvFlag(_str(env, "name", where), str(env.get("value", "true")))
-            if isinstance(env, Mapping)
+            env=EnvFlag(_str(env, "name", f"{fwhere}.env"), str(env.get("value", "true")))
+            if env is not None
             else None,
             helm_value=ValuesFlag(
-                tuple(_str(helm_value, "path", where).split(".")), helm_value.get("value", True)
+                tuple(_str(helm_value, "path", f"{fwhere}.helmValue").split(".")),
+                helm_value.get("value", True),
             )
-            if isinstance(helm_value, Mapping)
+            if helm_value is not None
             else None,
         )
     return Component(
@@ -252,6 +268,10 @@ def _rule(value: Any, where: str, source: str) -> Rule:
     except VersionError as exc:
         raise CatalogError(f"{where}: versions: {exc}") from None
     requires = _mapping(raw.get("requires"), where, "requires")
+    _known(requires, {"servedVersion", "exists"}, f"{where}: requires")
+    feature = raw.get("feature")
+    if feature is not None and (not isinstance(feature, str) or not feature):
+        raise CatalogError(f"{where}: feature must be the name of one of the component's features")
     served = requires.get("servedVersion")
     if served is not None and not isinstance(served, str):
         raise CatalogError(f"{where}: requires.servedVersion must be a string")
@@ -289,7 +309,7 @@ def _rule(value: Any, where: str, source: str) -> Rule:
         crd_kind=str(raw.get("crdKind") or crd.split(".", 1)[0]),
         served_version=served,
         missing_tolerated=missing == "tolerate",
-        feature=raw.get("feature"),
+        feature=feature,
         enforcement=enforcement,
         explanation=" ".join(_str(raw, "explanation", where).split()),
         fix=tuple(fix),

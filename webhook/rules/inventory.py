@@ -16,6 +16,7 @@ from webhook.rules.detect import ComponentRelease, detect_releases
 from webhook.rules.objects import (
     OCIREPOSITORY_KIND,
     CRDInfo,
+    DeploymentSummary,
     HelmReleaseSummary,
     ObjectRef,
     OCIRepositorySummary,
@@ -84,6 +85,9 @@ class Inventory:
                     users = self._users.get(summary.chart_ref, frozenset())
                     self._users[summary.chart_ref] = users | {summary.ref}
                 self._index(summary.ref)
+                if isinstance(summary, DeploymentSummary) and summary.ref not in self._releases:
+                    # Most Deployments run no catalogued component: keep nothing of them.
+                    del self._summaries[summary.ref]
                 if isinstance(summary, OCIRepositorySummary):
                     for user in self._users.get(summary.ref, ()):
                         self._index(user)

@@ -46,7 +46,7 @@ class Version:
     def exact(cls, text: str | None) -> Version | None:
         """The version if ``text`` names exactly one (``v2.0.4``), else None (``*``, ``>=2``)."""
         # A partial version ("2.1") is a range to Helm and Flux, not one release.
-        if not text or text.lstrip("v").split("-")[0].count(".") != 2:
+        if not text or re.split(r"[-+]", text.lstrip("v"), maxsplit=1)[0].count(".") != 2:
             return None
         try:
             return cls.parse(text)
@@ -79,6 +79,8 @@ class VersionRange:
 
     @classmethod
     def parse(cls, text: str) -> VersionRange:
+        if text.strip() == "*":
+            return cls("", ())
         parts = [p for p in re.split(r"[\s,]+", re.sub(r"(>=|<=|!=|==|=|>|<)\s+", r"\1", text))]
         comparators = []
         for part in filter(None, parts):

@@ -1,0 +1,345 @@
+"""A cluster view kept from list+watch: the state layer's only contact with the Kubernetes API.
+
+Reviews never call the API server: they read the Inventory that these watches
+fill. Objects are cut down to the summaries the rules read as they arrive
+(a CRD bundle is megabytes; a HelmRelease's values may hold secrets).
+
+Per resource type, one thread: list (paginated) -> replace the type in the
+inventory -> watch from the list's resourceVersion with bookmarks. A 410 Gone
+or any broken stream leads to a relist after a jittered exponential backoff,
+so an object changed while the watch was down is never missed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from webhook.rules.catalog import Catalog
+from webhook.rules.inventory import Inventory
+from webhook.rules.objects import (
+    CRD_GROUP,
+    CRD_KIND,
+    DEPLOYMENT_KIND,
+    HELMRELEASE_GROUP,
+    HELMRELEASE_KIND,
+    OCIREPOSITORY_GROUP,
+    OCIREPOSITORY_KIND,
+    ObjectRef,
+    summarize,
+)
+
+log = logging.getLogger("crdguard.watch")
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    crd: str | None  # the CRD that must serve ``version`` before this type can be watched
+
+    @property
+    def path(self) -> str:
+        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        return f"{prefix}/{self.plural}"
+
+
+RESOURCES = (
+    Resource(CRD_GROUP, "v1", "customresourcedefinitions", CRD_KIND, None),
+    Resource("apps", "v1", "deployments", DEPLOYMENT_KIND, None),
+    Resource(HELMRELEASE_GROUP, "v2", "helmreleases", HELMRELEASE_KIND, f"helmreleases.{HELMRELEASE_GROUP}"),
+    Resource(
+        OCIREPOSITORY_GROUP,
+        "v1",
+        "ocirepositories",
+        OCIREPOSITORY_KIND,
+        f"ocirepositories.{OCIREPOSITORY_GROUP}",
+    ),
+)
+PAGE_SIZE = {CRD_KIND: 50}  # CRDs are large: small pages bound memory while listing
+DEFAULT_PAGE_SIZE = 500
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old (410): relist."""
+
+
+@dataclass
+class WatchStatus:
+    resource: Resource
+    synced: bool = False  # a full list has completed at least once
+    connected: bool = False
+    waiting_for_crd: bool = False
+    lists: int = 0
+    relists_after_gone: int = 0
+    errors: int = 0
+    events: int = 0
+    last_error: str = ""
+    last_sync: float = 0.0  # time of the last list or event
+    resource_version: str = ""
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+
+class KubeClient:
+    """Raw JSON GETs through the official client's configuration, auth and TLS."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.requests = 0  # every request made to the API server, for /state and metrics
+
+    def get(self, path: str, query: Mapping[str, str | int], timeout: float) -> Any:
+        response = self._request(path, query, timeout)
+        try:
+            status = response.status
+            data = response.read()
+        finally:
+            response.response.release_conn()
+        if status == 410:
+            raise Gone(path)
+        if status >= 400:
+            raise ApiException(status=status, reason=data[:200].decode(errors="replace"))
+        return json.loads(data)
+
+    def stream(self, path: str, query: Mapping[str, str | int], timeout: float) -> Any:
+        response = self._request(path, query, timeout)
+        if response.status == 410:
+            response.response.release_conn()
+            raise Gone(path)
+        if response.status >= 400:
+            reason = response.read()[:200].decode(errors="replace")
+            raise ApiException(status=response.status, reason=reason)
+        return response.response
+
+    def _request(self, path: str, query: Mapping[str, str | int], timeout: float) -> Any:
+        method, url, headers, body, post = self.api_client.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        self.requests += 1
+        return self.api_client.call_api(method, url, headers, body, post, _request_timeout=(5, timeout))
+
+
+def load_api_client(kubeconfig: str | None) -> client.ApiClient:
+    configuration = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def _iter_list(kube: KubeClient, resource: Resource) -> Iterator[tuple[list[Any], str]]:
+    """Pages of items, and the list's resourceVersion once the last page is read."""
+    query: dict[str, str | int] = {"limit": PAGE_SIZE.get(resource.kind, DEFAULT_PAGE_SIZE)}
+    while True:
+        page = kube.get(resource.path, query, timeout=60)
+        metadata = page.get("metadata") or {}
+        yield page.get("items") or [], str(metadata.get("resourceVersion") or "")
+        token = metadata.get("continue")
+        if not token:
+            return
+        query["continue"] = token
+
+
+def list_into(kube: KubeClient, resource: Resource, inventory: Inventory, catalog: Catalog) -> str:
+    """Replace ``resource``'s objects in ``inventory`` with a fresh list; returns its resourceVersion."""
+    summaries = []
+    version = ""
+    for items, page_version in _iter_list(kube, resource):
+        version = page_version
+        for item in items:
+            summary = summarize(resource.group, resource.kind, item, catalog)
+            if summary is not None:
+                summaries.append(summary)
+    inventory.replace_all(resource.kind, summaries)
+    return version
+
+
+def crd_serves(inventory: Inventory, name: str, version: str) -> bool:
+    crd = inventory.crd(name)
+    return crd is not None and version in crd.served
+
+
+class WatchedState:
+    """A ClusterState that follows the cluster: ready once every watched type has been listed."""
+
+    def __init__(self, kube: KubeClient, catalog: Catalog, backoff_max: float = 30.0) -> None:
+        self.kube = kube
+        self.catalog = catalog
+        self.inventory = Inventory(catalog)
+        self.backoff_max = backoff_max
+        self.status = {r.kind: WatchStatus(r) for r in RESOURCES}
+        self._stop = threading.Event()
+        self._streams: dict[str, Any] = {}
+
+    @classmethod
+    def connect(cls, catalog: Catalog, kubeconfig: str | None = None) -> WatchedState:
+        return cls(KubeClient(load_api_client(kubeconfig)), catalog)
+
+    @property
+    def view(self) -> Inventory:
+        return self.inventory
+
+    def start(self) -> None:
+        for status in self.status.values():
+            thread = threading.Thread(
+                target=self._run, args=(status,), name=f"crdguard-watch-{status.resource.plural}", daemon=True
+            )
+            status.thread = thread
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for stream in list(self._streams.values()):
+            try:
+                stream.close()
+            except Exception:  # closing a dead socket may fail; the thread is exiting anyway
+                log.debug("closing watch stream failed", exc_info=True)
+
+    def wait_synced(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.readiness()[0]:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def readiness(self) -> tuple[bool, str]:
+        # Ready after the first full list of every type whose CRD is present; afterwards it stays
+        # ready while a watch reconnects: the last known state beats no answer (see docs).
+        pending = [s.resource.plural for s in self.status.values() if not s.synced and not s.waiting_for_crd]
+        if pending:
+            return False, "waiting for the first full list of: " + ", ".join(pending)
+        return True, "synced"
+
+    def describe(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "mode": "watch",
+            "objects": self.inventory.counts(),
+            "apiRequests": self.kube.requests,
+            "watches": {
+                s.resource.plural: {
+                    "synced": s.synced,
+                    "connected": s.connected,
+                    "waitingForCRD": s.waiting_for_crd,
+                    "lists": s.lists,
+                    "relistsAfterGone": s.relists_after_gone,
+                    "errors": s.errors,
+                    "events": s.events,
+                    "lastError": s.last_error,
+                    "secondsSinceLastSync": round(now - s.last_sync, 3) if s.last_sync else None,
+                    "resourceVersion": s.resource_version,
+                }
+                for s in self.status.values()
+            },
+        }
+
+    # -- the watch loop -----------------------------------------------------------------
+    def _run(self, status: WatchStatus) -> None:
+        resource = status.resource
+        failures = 0
+        while not self._stop.is_set():
+            if resource.crd and not crd_serves(self.inventory, resource.crd, resource.version):
+                # Flux may be installed later: poll the CRD cache (no API calls) until it appears.
+                status.waiting_for_crd = self.status[CRD_KIND].synced
+                if status.synced:
+                    self.inventory.replace_all(resource.kind, [])  # the CRD went away
+                self._stop.wait(0.5)
+                continue
+            try:
+                status.resource_version = list_into(self.kube, resource, self.inventory, self.catalog)
+                status.lists += 1
+                status.synced, status.waiting_for_crd, status.connected = True, False, True
+                status.last_sync = time.time()
+                failures = 0
+                self._watch(status)
+            except Gone:
+                status.relists_after_gone += 1
+                log.info("watch of %s expired (410 Gone); relisting", resource.plural)
+                continue
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                status.connected = False
+                status.errors += 1
+                status.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                failures += 1
+                delay = min(self.backoff_max, 0.5 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
+                log.warning("watch of %s failed (%s); retrying in %.1fs", resource.plural, exc, delay)
+                self._stop.wait(delay)
+
+    def _watch(self, status: WatchStatus) -> None:
+        resource = status.resource
+        while not self._stop.is_set():
+            if resource.crd and not crd_serves(self.inventory, resource.crd, resource.version):
+                return
+            server_timeout = random.randint(240, 360)
+            stream = self.kube.stream(
+                resource.path,
+                {
+                    "watch": "true",
+                    "allowWatchBookmarks": "true",
+                    "resourceVersion": status.resource_version,
+                    "timeoutSeconds": server_timeout,
+                },
+                timeout=server_timeout + 30,
+            )
+            self._streams[resource.kind] = stream
+            try:
+                for line in iter_resp_lines(stream):
+                    if self._stop.is_set():
+                        return
+                    self._apply(status, json.loads(line))
+            finally:
+                self._streams.pop(resource.kind, None)
+                stream.release_conn()
+
+    def _apply(self, status: WatchStatus, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone(status.resource.path)
+            raise ApiException(status=obj.get("code"), reason=str(obj.get("message"))[:200])
+        metadata = obj.get("metadata") or {}
+        if metadata.get("resourceVersion"):
+            status.resource_version = metadata["resourceVersion"]
+        status.last_sync = time.time()
+        if kind == "BOOKMARK":
+            return
+        status.events += 1
+        resource = status.resource
+        if kind == "DELETED":
+            namespace = None if resource.kind == CRD_KIND else metadata.get("namespace")
+            self.inventory.remove(ObjectRef(resource.kind, namespace, str(metadata.get("name") or "")))
+            return
+        summary = summarize(resource.group, resource.kind, obj, self.catalog)
+        if summary is not None:
+            self.inventory.upsert(summary)
+
+
+def snapshot_inventory(catalog: Catalog, kubeconfig: str | None = None) -> Inventory:
+    """One list of every type, no watches: what ``crdguard audit`` reads."""
+    kube = KubeClient(load_api_client(kubeconfig))
+    inventory = Inventory(catalog)
+    for resource in RESOURCES:
+        if resource.crd and not crd_serves(inventory, resource.crd, resource.version):
+            continue
+        list_into(kube, resource, inventory, catalog)
+    return inventory

@@ -24,6 +24,7 @@ from webhook.rules.objects import CRD_KIND, summarize
 from webhook.state.files import StaticState, add_objects, group_of, inventory_from_files
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
+NAMESPACED_KINDS = {"Deployment", "HelmRelease", "OCIRepository", "ConfigMap", "Secret", "Service"}
 
 
 class UsageError(Exception):
@@ -56,7 +57,11 @@ def _catalog(args: argparse.Namespace) -> Catalog:
 def _object_key(obj: Mapping[str, Any]) -> tuple[str, str, str | None, str]:
     meta = obj["metadata"]
     kind = str(obj["kind"])
-    namespace = None if kind == CRD_KIND else (meta.get("namespace") or None)
+    namespace = meta.get("namespace") or None
+    if kind == CRD_KIND:
+        namespace = None
+    elif namespace is None and kind in NAMESPACED_KINDS:
+        namespace = "default"  # as kubectl would place it
     return (group_of(obj), kind, namespace, str(meta["name"]))
 
 

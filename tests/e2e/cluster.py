@@ -59,11 +59,7 @@ class CommandError(subprocess.CalledProcessError):
     """A kubectl or helm call failed; unlike its base class, shows stderr."""
 
     def __str__(self) -> str:
-        return (
-            f"{super().__str__()}\n"
-            f"--- stdout ---\n{self.stdout or ''}"
-            f"--- stderr ---\n{self.stderr or ''}"
-        )
+        return f"{super().__str__()}\n--- stdout ---\n{self.stdout or ''}--- stderr ---\n{self.stderr or ''}"
 
 
 # --------------------------------------------------------------------------
@@ -208,15 +204,16 @@ def free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    # Linux only: SIGTERM the child if the test process dies without running
-    # its cleanup (SIGKILL, OOM), so no etcd or apiserver is left behind.
+    # Linux only: kill the child if the test process dies without running its
+    # cleanup (SIGKILL, OOM), so no etcd or apiserver is left behind. SIGKILL,
+    # because a kube-apiserver whose etcd is gone may hang in graceful shutdown.
     if sys.platform != "linux":
         return
     import ctypes
 
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL))
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -292,7 +289,9 @@ class ControlPlane:
     """etcd and kube-apiserver on 127.0.0.1, with an admin kubeconfig.
 
     Use as a context manager, or call :meth:`start` and :meth:`close`.
-    ``close`` is also registered with :mod:`atexit`.
+    ``close`` is also registered with :mod:`atexit`, and on Linux both
+    processes are killed if the thread that started them dies, so start the
+    control plane from the main thread (pytest fixtures do).
 
     ``extra_apiserver_args`` are appended to the default flags (a later flag
     wins), e.g. ``["--admission-control-config-file=/path/admission.yaml"]``.
@@ -415,9 +414,7 @@ class ControlPlane:
             if not apiserver.running:
                 raise apiserver.failure("exited during startup")
             try:
-                with urllib.request.urlopen(
-                    f"{self.server}/readyz", context=context, timeout=5
-                ) as response:
+                with urllib.request.urlopen(f"{self.server}/readyz", context=context, timeout=5) as response:
                     body = response.read().decode()
                     if response.status == 200 and body.strip() == "ok":
                         return
@@ -473,11 +470,13 @@ class ControlPlane:
     def compact_etcd(self) -> int:
         """Compact etcd at its current revision and return that revision.
 
-        Any watch that etcd is asked to start at an older revision now fails
-        with "required revision has been compacted", which kube-apiserver
-        turns into 410 Gone. The apiserver's watch cache still serves its
-        in-memory window: to force a 410 on a client watch, compact and
-        restart the apiserver (or run it with ``--watch-cache=false``).
+        etcd then refuses reads and watches at older revisions, which
+        kube-apiserver reports as 410 Gone, but only for requests that reach
+        etcd. With the default watch cache a client watch from a compacted
+        resourceVersion is still served from memory; start the control plane
+        with ``extra_apiserver_args=["--watch-cache=false"]`` to get the 410.
+        (A restarted apiserver answers 410 to any resourceVersion older than
+        its fresh cache, compacted or not.)
         """
         header = self._etcd_call("/v3/kv/range", {"key": _b64(b"\0")})["header"]
         revision = int(header["revision"])
@@ -608,6 +607,9 @@ class ControlPlane:
             "--allow-privileged=true",
             # No controller-manager creates the default service accounts.
             "--disable-admission-plugins=ServiceAccount",
+            # The `kubernetes` Endpoints cannot hold a loopback address; without
+            # this the apiserver logs a failed reconcile every 10 seconds.
+            "--endpoint-reconciler-type=none",
             *self.extra_apiserver_args,
         ]
 
@@ -659,4 +661,3 @@ class ControlPlane:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-

@@ -1,8 +1,9 @@
-"""Fixtures for the end-to-end tests: a real control plane and upstream CRDs.
+"""Fixtures for the end-to-end tests: a real control plane, shared by the session.
 
-Without the binaries or the fixtures these tests skip locally, with a reason
-that says what to do, and fail when ``CI=true``: a skipped end-to-end suite
-in CI would hide that it never ran.
+Without the binaries these tests skip locally, with a reason that says what to
+do, and fail when ``CI=true``: a skipped end-to-end suite in CI would hide that
+it never ran. The ``upstream`` fixture (real CRD bundles) comes from
+``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ KUBE_BINARIES = ("kube-apiserver", "etcd", "kubectl")
 
 
 def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"true", "1"}
+    return os.environ.get("CI", "").lower() == "true"
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -45,9 +46,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def default_tool_paths() -> tuple[Path, Path]:
     """The cache paths from ``hack/kube-tools.sh env``, the one place versions are pinned."""
-    result = subprocess.run(
-        ["bash", str(KUBE_TOOLS), "env"], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run(["bash", str(KUBE_TOOLS), "env"], capture_output=True, text=True, check=True)
     exports: dict[str, str] = {}
     for line in result.stdout.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
@@ -93,12 +92,3 @@ def control_plane() -> Iterator[ControlPlane]:
     kube_bin_dir, helm = locate_tools()
     with ControlPlane(kube_bin_dir, helm) as cluster:
         yield cluster
-
-
-@pytest.fixture(scope="session")
-def upstream() -> Path:
-    """The folder of real upstream manifests (CRD bundles, charts)."""
-    path = Path(os.environ.get("CRDGUARD_UPSTREAM") or REPO_ROOT.parent / "shared" / "upstream")
-    if not path.is_dir():
-        unavailable(f"upstream fixtures not found at {path}; set CRDGUARD_UPSTREAM")
-    return path

@@ -7,6 +7,8 @@ bundle, serves exactly what the CRDs say, restarts, and enforces RBAC.
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,9 +34,7 @@ def gateway_api_standard(control_plane: ControlPlane, upstream: Path) -> list[st
     """The Gateway API v1.4.0 standard bundle, server-side applied and Established."""
     bundle = upstream / GATEWAY_API_STANDARD_V1_4_0
     names = crd_names(bundle)
-    control_plane.kubectl(
-        "apply", "--server-side", "--field-manager=crdguard-e2e", f"--filename={bundle}"
-    )
+    control_plane.kubectl("apply", "--server-side", "--field-manager=crdguard-e2e", f"--filename={bundle}")
     control_plane.kubectl(
         "wait", "--for=condition=Established", "--timeout=90s", *(f"crd/{n}" for n in names)
     )
@@ -44,9 +44,7 @@ def gateway_api_standard(control_plane: ControlPlane, upstream: Path) -> list[st
 def test_standard_bundle_installs_every_crd(
     control_plane: ControlPlane, gateway_api_standard: list[str]
 ) -> None:
-    listed = control_plane.kubectl(
-        "get", "crd", "--output=jsonpath={.items[*].metadata.name}"
-    ).stdout.split()
+    listed = control_plane.kubectl("get", "crd", "--output=jsonpath={.items[*].metadata.name}").stdout.split()
     assert sorted(gateway_api_standard) == sorted(n for n in listed if "gateway.networking" in n)
     assert BACKEND_TLS_POLICIES in gateway_api_standard
 
@@ -94,9 +92,7 @@ def test_discovery_follows_served_flag(
 ) -> None:
     result = control_plane.kubectl("get", "--raw", f"/apis/{group_version}", check=False)
     resources = (
-        {r["name"] for r in json.loads(result.stdout)["resources"]}
-        if result.returncode == 0
-        else set()
+        {r["name"] for r in json.loads(result.stdout)["resources"]} if result.returncode == 0 else set()
     )
     assert ("backendtlspolicies" in resources) is served
 
@@ -110,8 +106,16 @@ def test_server_reports_its_build_version(control_plane: ControlPlane) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        pytest.param(("version", "--template={{.Version}}"), "v3.21.4", id="helm reports its release version"),
-        pytest.param(("list", "--all-namespaces", "--output=json"), "[]", id="helm reaches the cluster and lists no releases"),
+        pytest.param(
+            ("version", "--template={{.Version}}"),
+            "v3.21.4",
+            id="helm reports its release version",
+        ),
+        pytest.param(
+            ("list", "--all-namespaces", "--output=json"),
+            "[]",
+            id="helm reaches the cluster and lists no releases",
+        ),
     ],
 )
 def test_helm(control_plane: ControlPlane, args: tuple[str, ...], expected: str) -> None:
@@ -121,8 +125,16 @@ def test_helm(control_plane: ControlPlane, args: tuple[str, ...], expected: str)
 @pytest.mark.parametrize(
     ("user", "groups", "verb_resource", "allowed"),
     [
-        pytest.param("alice", ["developers"], ("list", "secrets"), "no", id="a user without grants cannot list secrets"),
-        pytest.param("alice", ["developers"], ("get", "namespaces"), "no", id="a user without grants cannot get namespaces"),
+        pytest.param(
+            "alice", ["developers"], ("list", "secrets"), "no", id="a user without grants cannot list secrets"
+        ),
+        pytest.param(
+            "alice",
+            ["developers"],
+            ("get", "namespaces"),
+            "no",
+            id="a user without grants cannot get namespaces",
+        ),
         pytest.param(None, [], ("list", "secrets"), "yes", id="the admin can list secrets"),
     ],
 )
@@ -159,37 +171,72 @@ def test_compaction_expires_old_revisions(control_plane: ControlPlane) -> None:
         control_plane.etcd_range(b"/registry/", revision=before)
 
 
-def test_watch_from_compacted_revision_is_gone_after_restart(control_plane: ControlPlane) -> None:
-    """What a watcher sees when its resourceVersion was compacted away: 410 Gone."""
-    listed = json.loads(
-        control_plane.kubectl("get", "--raw", "/api/v1/namespaces/default/configmaps").stdout
-    )
-    old_version = listed["metadata"]["resourceVersion"]
-    control_plane.kubectl("create", "configmap", "watch-probe", "--namespace=default")
-    control_plane.compact_etcd()
-    control_plane.stop_apiserver()
-    control_plane.start_apiserver()
+@pytest.fixture(scope="module")
+def uncached_control_plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
+    """A second cluster whose watches go straight to etcd (no watch cache)."""
+    with ControlPlane(control_plane.kube_bin_dir, extra_apiserver_args=["--watch-cache=false"]) as cluster:
+        yield cluster
 
-    watched = control_plane.kubectl(
+
+def first_watch_event(cluster: ControlPlane, since: str) -> tuple[str, int | None]:
+    watched = cluster.kubectl(
         "get",
         "--raw",
-        f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={old_version}"
-        "&timeoutSeconds=5",
+        f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={since}&timeoutSeconds=2",
     )
-    first_event = json.loads(watched.stdout.splitlines()[0])
-    assert first_event["type"] == "ERROR"
-    assert first_event["object"]["code"] == 410
+    event = json.loads(watched.stdout.splitlines()[0])
+    return event["type"], event["object"].get("code")
 
 
-def test_crds_survive_apiserver_restart(
-    control_plane: ControlPlane, gateway_api_standard: list[str]
+@pytest.mark.parametrize(
+    ("cluster_fixture", "restart", "expected"),
+    [
+        pytest.param(
+            "uncached_control_plane",
+            False,
+            ("ERROR", 410),
+            id="without the watch cache a watch from a compacted revision is gone",
+        ),
+        pytest.param(
+            "control_plane",
+            False,
+            ("ADDED", None),
+            id="the watch cache still serves a compacted revision from memory",
+        ),
+        pytest.param(
+            "control_plane",
+            True,
+            ("ERROR", 410),
+            id="a restarted apiserver answers gone for revisions before its cache",
+        ),
+    ],
+)
+def test_watch_after_compaction(
+    request: pytest.FixtureRequest,
+    cluster_fixture: str,
+    restart: bool,
+    expected: tuple[str, int | None],
 ) -> None:
+    cluster: ControlPlane = request.getfixturevalue(cluster_fixture)
+    listed = json.loads(cluster.kubectl("get", "--raw", "/api/v1/namespaces/default/configmaps").stdout)
+    since = listed["metadata"]["resourceVersion"]
+    # Two writes: a watch "since" R starts at R+1, which compacting at R+1 keeps.
+    for _ in range(2):
+        name = f"watch-probe-{uuid.uuid4().hex[:8]}"
+        cluster.kubectl("create", "configmap", name, "--namespace=default")
+    cluster.compact_etcd()
+    if restart:
+        cluster.stop_apiserver()
+        cluster.start_apiserver()
+
+    assert first_watch_event(cluster, since) == expected
+
+
+def test_crds_survive_apiserver_restart(control_plane: ControlPlane, gateway_api_standard: list[str]) -> None:
     control_plane.stop_apiserver()
     down = control_plane.kubectl("get", f"crd/{BACKEND_TLS_POLICIES}", check=False, timeout=30)
     assert down.returncode != 0
 
     control_plane.start_apiserver()
-    result = control_plane.kubectl(
-        "get", f"crd/{BACKEND_TLS_POLICIES}", f"--output=jsonpath={SERVED_FLAGS}"
-    )
+    result = control_plane.kubectl("get", f"crd/{BACKEND_TLS_POLICIES}", f"--output=jsonpath={SERVED_FLAGS}")
     assert result.stdout.strip() == "v1=true v1alpha3=false"

@@ -159,7 +159,7 @@ _REVIEW_SCHEMA: dict[str, Any] = {
             "type": "object",
             "required": ["uid", "operation", "kind"],
             "properties": {
-                "uid": {"type": "string"},
+                "uid": {"type": "string", "minLength": 1},
                 "operation": {"type": "string", "enum": ["CREATE", "UPDATE", "DELETE", "CONNECT"]},
                 "kind": {
                     "type": "object",

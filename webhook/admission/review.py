@@ -41,7 +41,8 @@ def _reject_constant(name: str) -> float:
 
 def decode(body: bytes) -> Any:
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        # Strict UTF-8 first: json.loads(bytes) would guess UTF-16/32 and let encoded surrogates pass.
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise ReviewError(f"body is not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -50,6 +51,11 @@ def decode(body: bytes) -> Any:
         ) from None
     except RecursionError:
         raise ReviewError("body is not acceptable JSON: nested too deeply") from None
+    except ReviewError:
+        raise
+    except ValueError:
+        # e.g. an integer longer than sys.get_int_max_str_digits(): a 400, never a 500.
+        raise ReviewError("body is not acceptable JSON: a number is out of range") from None
 
 
 def _field(mapping: Mapping[str, Any], key: str, kind: type, where: str, required: bool = True) -> Any:

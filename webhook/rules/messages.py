@@ -92,17 +92,16 @@ def conflict_warning(prefix: str, conflict: Conflict) -> str:
     source = release.source
     where = f"{source.namespace}/{source.name}" if source.namespace else source.name
     need = f"{rule.crd_kind} {rule.served_version}" if rule.served_version else rule.crd
-    return _short(
-        f"crdguard: {prefix}: {release.component} {release.version_text} ({where}) needs {need} [{rule.id}]"
-    )
+    return _short(f"crdguard: {prefix}: {release.component} {release.version_text} ({where}) needs {need}")
 
 
 def unchecked_warning(release: ComponentRelease) -> str:
     source = release.source
     where = f"{source.namespace}/{source.name}" if source.namespace else source.name
+    # The verdict goes first: a digest or long names would otherwise push it past the cut.
     return _short(
-        f"crdguard: {release.component} version {release.version_text!r} in {source.kind} {where} "
-        "is not exact; not checked"
+        f"crdguard: not checked, version not exact: {release.component} {release.version_text!r} "
+        f"in {source.kind} {where}"
     )
 
 

@@ -136,7 +136,8 @@ def summarize_deployment(obj: Mapping[str, Any], catalog: Catalog) -> Deployment
         for item in raw_env if isinstance(raw_env, list) else []:
             if (
                 isinstance(item, Mapping)
-                and item.get("name") in catalog.detected_env
+                and isinstance(item.get("name"), str)
+                and item["name"] in catalog.detected_env
                 and isinstance(item.get("value"), str)
             ):
                 env[item["name"]] = item["value"]

@@ -94,7 +94,10 @@ class VersionRange:
     def __contains__(self, version: object) -> bool:
         if not isinstance(version, Version):
             return False
-        return all(_OPS[op](version, bound) for op, bound in self.comparators)
+        # A pre-release belongs to the line it leads up to: 2.1.0-rc.1 is built from 2.1 code,
+        # so it matches ">=2.1.0", not "<2.1.0" (strict semver would say the opposite).
+        release = Version(version.major, version.minor, version.patch)
+        return all(_OPS[op](release, bound) for op, bound in self.comparators)
 
     def __str__(self) -> str:
         return self.text or "*"

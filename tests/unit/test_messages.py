@@ -1,0 +1,191 @@
+"""The denial a developer reads in ``kubectl apply`` output must say what to do, concretely."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import BCP, BTP, Cluster, Obj, crd, deployment, helmrelease, helmrelease_chartref, ocirepository
+
+from webhook.rules.catalog import Catalog
+from webhook.rules.engine import Verdict, audit
+from webhook.rules.messages import denial_message, describe_conflict, verify_command
+
+VERIFY_BTP = (
+    "kubectl get crd backendtlspolicies.gateway.networking.k8s.io "
+    """-o jsonpath='{range .spec.versions[*]}{.name}={.served}{" "}{end}'"""
+)
+VERIFY_BCP = (
+    "kubectl get crd backendconfigpolicies.gateway.kgateway.dev "
+    """-o jsonpath='{range .spec.versions[*]}{.name}={.served}{" "}{end}'"""
+)
+
+V1_ONLY = crd(BTP, {"v1": True, "v1alpha3": False}, bundle_version="v1.4.0", channel="standard")
+V1ALPHA3_ONLY = crd(BTP, {"v1alpha3": True}, bundle_version="v1.3.0", channel="experimental")
+BCP_CRD = crd(BCP, {"v1alpha1": True})
+
+
+def _denied(catalog: Catalog, state: list[Obj], operation: str, obj: Obj) -> Verdict:
+    cluster = Cluster(catalog, state)
+    verdict = cluster.delete(obj) if operation == "DELETE" else cluster.apply(obj)
+    assert not verdict.allowed, "the scenario must be a denial"
+    assert verdict.change is not None and verdict.change.operation == operation
+    return verdict
+
+
+SCENARIOS = [
+    pytest.param(
+        [V1ALPHA3_ONLY, deployment("v2.0.4")],
+        "UPDATE",
+        V1_ONLY,
+        [
+            "crdguard denied UPDATE of CustomResourceDefinition backendtlspolicies.gateway.networking.k8s.io",
+            "kgateway v2.0.4 in Deployment kgateway-system/kgateway",
+            "(image cr.kgateway.dev/kgateway-dev/kgateway:v2.0.4)",
+            "needs BackendTLSPolicy gateway.networking.k8s.io/v1alpha3 to be served",
+            "After this change, backendtlspolicies.gateway.networking.k8s.io "
+            "[gateway.networking.k8s.io v1.4.0 standard channel] serves v1 (listed but not served: v1alpha3)",
+            "--version v2.1.1 -n kgateway-system",
+            "helm upgrade --install kgateway-crds oci://cr.kgateway.dev/kgateway-dev/charts/kgateway-crds",
+            "gateway-api/releases/download/v1.4.0/experimental-install.yaml",
+            "helmfile:",
+            "Flux:",
+            f"Verify: {VERIFY_BTP}",
+            "kgateway-dev/kgateway@v2.0.4 internal/kgateway/extensions2/plugins/backendtlspolicy/plugin.go",
+        ],
+        id="the incident: v1.4.0 standard under kgateway 2.0.4",
+    ),
+    pytest.param(
+        [V1_ONLY, BCP_CRD, deployment("v2.1.1")],
+        "UPDATE",
+        V1ALPHA3_ONLY,
+        [
+            "crdguard denied UPDATE of CustomResourceDefinition backendtlspolicies.gateway.networking.k8s.io",
+            "kgateway v2.1.1 in Deployment kgateway-system/kgateway",
+            "needs BackendTLSPolicy gateway.networking.k8s.io/v1 to be served",
+            "serves v1alpha3.",
+            "releases/download/v1.4.0/standard-install.yaml",
+            "--version v2.0.4 -n kgateway-system",
+            f"Verify: {VERIFY_BTP}",
+            "kgateway-dev/kgateway@v2.1.1 internal/kgateway/wellknown/gwapi.go",
+        ],
+        id="rolling Gateway API back to v1alpha3-only under kgateway 2.1.1",
+    ),
+    pytest.param(
+        [V1_ONLY, BCP_CRD, deployment("v2.1.1")],
+        "DELETE",
+        BCP_CRD,
+        [
+            "crdguard denied deletion of CustomResourceDefinition backendconfigpolicies.gateway.kgateway.dev",
+            "kgateway v2.1.1 in Deployment kgateway-system/kgateway",
+            "needs the CRD backendconfigpolicies.gateway.kgateway.dev to be installed",
+            "After this change, backendconfigpolicies.gateway.kgateway.dev is not installed",
+            "charts/kgateway-crds --version v2.1.1 -n kgateway-system",
+            "needs: [kgateway-system/kgateway-crds]",
+            f"Verify: {VERIFY_BCP}",
+        ],
+        id="deleting the BackendConfigPolicy CRD under kgateway 2.1.1",
+    ),
+    pytest.param(
+        [V1_ONLY],
+        "CREATE",
+        deployment("v2.1.1"),
+        [
+            "crdguard denied CREATE of Deployment kgateway-system/kgateway",
+            "kgateway v2.1.1 in Deployment kgateway-system/kgateway",
+            "needs the CRD backendconfigpolicies.gateway.kgateway.dev to be installed",
+            "Install kgateway-crds v2.1.1 (the same version as kgateway) before kgateway",
+            f"Verify: {VERIFY_BCP}",
+        ],
+        id="installing kgateway 2.1.1 without its kgateway-crds",
+    ),
+    pytest.param(
+        [V1ALPHA3_ONLY],
+        "CREATE",
+        helmrelease("v2.1.1", namespace="flux-system", values={"replicaCount": 2}),
+        [
+            "crdguard denied CREATE of HelmRelease flux-system/kgateway",
+            "kgateway v2.1.1 in HelmRelease flux-system/kgateway (chart kgateway)",
+            "it would introduce 2 CRD conflicts",
+            "[1] ",
+            "[2] ",
+            "-n flux-system",
+        ],
+        id="a Flux HelmRelease of kgateway 2.1.1 over v1alpha3-only CRDs",
+    ),
+    pytest.param(
+        [V1ALPHA3_ONLY, BCP_CRD, helmrelease_chartref(namespace="flux-system")],
+        "CREATE",
+        ocirepository("v2.1.1", namespace="flux-system"),
+        [
+            "crdguard denied CREATE of OCIRepository flux-system/kgateway",
+            "kgateway v2.1.1 in HelmRelease flux-system/kgateway "
+            "(OCIRepository flux-system/kgateway oci://cr.kgateway.dev/kgateway-dev/charts/kgateway)",
+            "needs BackendTLSPolicy gateway.networking.k8s.io/v1 to be served",
+        ],
+        id="an OCIRepository that makes a chartRef HelmRelease install kgateway 2.1.1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("state", "operation", "obj", "fragments"), SCENARIOS)
+def test_denial_message_says_what_why_and_how_to_fix(
+    catalog: Catalog, state: list[Obj], operation: str, obj: Obj, fragments: list[str]
+) -> None:
+    message = denial_message(_denied(catalog, state, operation, obj))
+    for fragment in fragments:
+        assert fragment in message, f"missing {fragment!r} in:\n{message}"
+    assert "${" not in message, "every template variable is filled"
+    assert "Why: " in message and "Fix, one of:" in message
+    # The misleading check from the incident must not be offered.
+    assert "{.spec.versions[*].name}" not in message
+
+
+def test_fix_commands_are_shown_as_commands_in_order(catalog: Catalog) -> None:
+    message = denial_message(_denied(catalog, [V1ALPHA3_ONLY, deployment("v2.0.4")], "UPDATE", V1_ONLY))
+    commands = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("$ ")]
+    assert commands[:2] == [
+        "helm upgrade --install kgateway-crds oci://cr.kgateway.dev/kgateway-dev/charts/kgateway-crds "
+        "--version v2.1.1 -n kgateway-system",
+        "helm upgrade --install kgateway oci://cr.kgateway.dev/kgateway-dev/charts/kgateway "
+        "--version v2.1.1 -n kgateway-system",
+    ]
+    assert commands[2].startswith("kubectl apply --server-side -f ")
+    # kgateway-crds before kgateway: the CRDs must exist when the controller starts.
+    assert message.index("kgateway-crds oci://") < message.index("kgateway oci://")
+
+
+def test_one_block_per_conflicting_object(catalog: Catalog) -> None:
+    state = [V1ALPHA3_ONLY, deployment("v2.0.4"), helmrelease("v2.0.4", namespace="flux-system")]
+    message = denial_message(_denied(catalog, state, "UPDATE", V1_ONLY))
+    assert "it would introduce 2 CRD conflicts" in message
+    blocks = [line for line in message.splitlines() if line.startswith("[")]
+    assert len(blocks) == 2
+    assert sum("Deployment kgateway-system/kgateway" in b for b in blocks) == 1
+    assert sum("HelmRelease flux-system/kgateway" in b for b in blocks) == 1
+    assert message.count("Verify: ") == 2
+
+
+def test_one_conflict_reads_singular(catalog: Catalog) -> None:
+    message = denial_message(_denied(catalog, [V1ALPHA3_ONLY, deployment("v2.0.4")], "UPDATE", V1_ONLY))
+    assert "it would introduce 1 CRD conflict with an installed controller." in message
+
+
+@pytest.mark.parametrize(
+    ("crd_name", "expected"),
+    [
+        pytest.param(
+            BTP, VERIFY_BTP, id="the verify command shows the served flag of BackendTLSPolicy versions"
+        ),
+        pytest.param(BCP, VERIFY_BCP, id="the verify command shows the served flag of BackendConfigPolicy"),
+    ],
+)
+def test_verify_command_shows_served_flags(crd_name: str, expected: str) -> None:
+    assert verify_command(crd_name) == expected
+
+
+def test_audit_description_speaks_of_now(catalog: Catalog) -> None:
+    cluster = Cluster(catalog, [V1_ONLY, deployment("v2.0.4")])
+    (conflict,) = audit(cluster.view(), catalog)
+    text = describe_conflict(conflict, 1, after_change=False)
+    assert "    Now, backendtlspolicies.gateway.networking.k8s.io" in text
+    assert "After this change" not in text
+    assert text.startswith("[1] kgateway v2.0.4 in Deployment kgateway-system/kgateway")

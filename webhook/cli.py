@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                 help="files or directories holding the cluster's current objects (repeatable)",
             )
         p.add_argument("--enforcement", choices=[e.value for e in Enforcement], default="deny")
+        # Also accepted after the subcommand, so the image's "crdguard serve" entrypoint can take it.
+        p.add_argument("--log-level", default=argparse.SUPPRESS, help="debug, info, warning, error")
 
     check = sub.add_parser("check", help="review manifests against a cluster state, as the webhook would")
     common(check)

@@ -25,9 +25,10 @@ LABEL org.opencontainers.image.title="crdguard" \
       org.opencontainers.image.description="Kubernetes validating admission webhook that rejects CRD and controller version conflicts" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0"
-# Nothing in the running image installs packages: drop the base image's pip, setuptools,
-# wheel and ensurepip (the venv copied below has none either).
-RUN rm -rf /usr/local/bin/pip* \
+# Nothing in the running image installs packages: drop the base image's package managers (apt,
+# dpkg, pip) with setuptools, wheel and ensurepip (the venv copied below has none either).
+RUN rm -rf /usr/bin/apt* /usr/bin/dpkg* /usr/lib/apt /usr/lib/dpkg /etc/apt /var/lib/apt /var/cache/apt \
+      /var/lib/dpkg /usr/local/bin/pip* \
       /usr/local/lib/python3.11/ensurepip \
       /usr/local/lib/python3.11/site-packages/pip \
       /usr/local/lib/python3.11/site-packages/pip-* \

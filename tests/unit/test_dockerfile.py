@@ -165,11 +165,14 @@ def test_final_stage_installs_nothing(stages: list[list[Instruction]]) -> None:
         assert installer not in commands
 
 
-def test_final_stage_removes_pip_and_ensurepip_from_the_base_image(stages: list[list[Instruction]]) -> None:
+def test_final_stage_removes_package_managers_from_the_base_image(stages: list[list[Instruction]]) -> None:
     (run,) = final(stages, "RUN")
     removed = shlex.split(run.args)
     assert removed[:2] == ["rm", "-rf"]
     for path in (
+        "/usr/bin/apt*",
+        "/usr/bin/dpkg*",
+        "/var/lib/dpkg",
         "/usr/local/bin/pip*",
         "/usr/local/lib/python3.11/ensurepip",
         "/usr/local/lib/python3.11/site-packages/pip",

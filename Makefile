@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check webhook tests
-	$(BIN)/ruff format --check webhook tests
+	$(BIN)/ruff check webhook tests bench
+	$(BIN)/ruff format --check webhook tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -55,6 +55,7 @@ run: $(STAMP)
 	$(BIN)/crdguard serve --cluster examples/demo/cluster --cert-dir $(RUN_DIR)/certs --host 127.0.0.1 --port $(PORT)
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
 	bash bench/run.sh
 
 soak: $(STAMP) e2e-tools
@@ -62,7 +63,7 @@ soak: $(STAMP) e2e-tools
 
 lock:
 	rm -rf /tmp/crdguard-lock && $(PYTHON) -m venv /tmp/crdguard-lock
-	/tmp/crdguard-lock/bin/pip install --quiet '.[dev]'
+	/tmp/crdguard-lock/bin/pip install --quiet '.[dev,bench]'
 	/tmp/crdguard-lock/bin/pip freeze --exclude crdguard > requirements.lock
 
 clean:

@@ -161,7 +161,7 @@ def test_default_arguments_parse_as_an_in_cluster_tls_server(stages: list[list[I
 
 def test_final_stage_installs_nothing(stages: list[list[Instruction]]) -> None:
     commands = " ".join(i.args for i in final(stages, "RUN"))
-    for installer in ("apt-get", "apt ", "pip install", "gcc", "build-essential"):
+    for installer in ("apt-get", "apt install", "pip install", "gcc", "build-essential"):
         assert installer not in commands
 
 

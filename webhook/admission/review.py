@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.admission.wire import NotNarrow, decode_narrow
+
 SUPPORTED_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
@@ -39,12 +41,23 @@ def _reject_constant(name: str) -> float:
     raise ReviewError(f"invalid JSON: {name} is not a JSON number")
 
 
+_full_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode(body: bytes) -> Any:
+    """The parsed review. Well-formed reviews take the narrow decoder; anything it refuses is
+    decoded in full, so malformed input gets the precise error messages below."""
     try:
         # Strict UTF-8 first: json.loads(bytes) would guess UTF-16/32 and let encoded surrogates pass.
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ReviewError(f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return decode_narrow(text)
+    except NotNarrow:
+        pass
+    try:
+        return _full_decoder.decode(text)
     except json.JSONDecodeError as exc:
         raise ReviewError(
             f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"

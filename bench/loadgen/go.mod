@@ -1,0 +1,3 @@
+module crdguard.local/bench/loadgen
+
+go 1.24

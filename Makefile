@@ -37,7 +37,7 @@ e2e-tools:
 	else echo "go not found: end-to-end tests will skip (and fail when CI=true)"; fi
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not e2e"
+	$(BIN)/pytest -m "not e2e and not slow"
 
 test: $(STAMP) lint e2e-tools
 	$(BIN)/pytest

@@ -487,7 +487,8 @@ def test_the_arguments_parse_with_crdguards_own_parser(default_docs: list[Doc]) 
         8443,
         "info",
     )
-    assert args.graceful_shutdown < pod_spec(default_docs)["terminationGracePeriodSeconds"]
+    pre_stop = container(default_docs)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert args.graceful_shutdown + pre_stop < pod_spec(default_docs)["terminationGracePeriodSeconds"]
 
 
 @pytest.mark.parametrize(
@@ -583,6 +584,11 @@ OVERRIDES: list[Any] = [
             and "--graceful-shutdown=45" in container(docs)["args"]
         ),
         id="grace periods reach the pod and the server",
+    ),
+    pytest.param(
+        ["--set", "preStopSleepSeconds=0"],
+        lambda docs: "lifecycle" not in container(docs),
+        id="preStopSleepSeconds=0 drops the preStop hook",
     ),
     pytest.param(
         ["--set", "enforcement=warn", "--set", "logLevel=debug"],
@@ -733,8 +739,15 @@ def test_the_extra_catalog_used_here_is_one_crdguard_accepts(tmp_path: Path) -> 
         ),
         pytest.param(
             ["--set", "gracefulShutdownSeconds=30"],
-            "gracefulShutdownSeconds (30) must be lower than terminationGracePeriodSeconds (30)",
+            "gracefulShutdownSeconds (30) + preStopSleepSeconds (5) must be lower than "
+            "terminationGracePeriodSeconds (30)",
             id="a graceful shutdown as long as the grace period fails",
+        ),
+        pytest.param(
+            ["--set", "preStopSleepSeconds=10"],
+            "gracefulShutdownSeconds (20) + preStopSleepSeconds (10) must be lower than "
+            "terminationGracePeriodSeconds (30)",
+            id="a preStop sleep that eats the grace period fails",
         ),
         pytest.param(
             ["--set", "replicaCount=1"],

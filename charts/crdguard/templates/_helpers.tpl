@@ -210,8 +210,8 @@ matchExpressions:
 {{- if and .Values.webhook.url (ne $tls.mode "existingSecret") -}}
 {{- fail (printf "webhook.url points the API server at a crdguard outside the cluster, whose certificate the chart neither makes nor sees: set tls.mode=existingSecret and tls.caBundle to that certificate's CA (tls.mode=%s only serves in-cluster pods)" $tls.mode) -}}
 {{- end -}}
-{{- if ge (int .Values.gracefulShutdownSeconds) (int .Values.terminationGracePeriodSeconds) -}}
-{{- fail (printf "gracefulShutdownSeconds (%d) must be lower than terminationGracePeriodSeconds (%d), or pods are killed while finishing reviews" (int .Values.gracefulShutdownSeconds) (int .Values.terminationGracePeriodSeconds)) -}}
+{{- if ge (add (int .Values.gracefulShutdownSeconds) (int .Values.preStopSleepSeconds)) (int .Values.terminationGracePeriodSeconds) -}}
+{{- fail (printf "gracefulShutdownSeconds (%d) + preStopSleepSeconds (%d) must be lower than terminationGracePeriodSeconds (%d), or pods are killed while finishing reviews" (int .Values.gracefulShutdownSeconds) (int .Values.preStopSleepSeconds) (int .Values.terminationGracePeriodSeconds)) -}}
 {{- end -}}
 {{- if and (include "crdguard.inCluster" .) .Values.podDisruptionBudget.enabled (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- fail (printf "podDisruptionBudget.minAvailable (%d) must be lower than replicaCount (%d), or no node holding a crdguard pod can ever be drained; raise replicaCount or set podDisruptionBudget.enabled=false" (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}

@@ -126,27 +126,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from webhook.admission.app import respond
+    from webhook.admission.app import ServiceConfig, judge, respond
 
     catalog = _catalog(args)
-    inventory = inventory_from_files(args.cluster, catalog)
+    state = StaticState(inventory_from_files(args.cluster, catalog), list(args.cluster))
+    config = ServiceConfig(catalog=catalog, state=state, enforcement=Enforcement(args.enforcement))
     try:
         request = parse_review(decode(sys.stdin.buffer.read()))
     except ReviewError as exc:
         raise UsageError(f"stdin: {exc}") from None
-    change = Change.from_objects(
-        request.operation,
-        request.group,
-        request.kind,
-        request.namespace,
-        request.name,
-        request.obj,
-        request.old_obj,
-        catalog,
-        request.dry_run,
-    )
-    verdict = review_change(change, inventory, catalog, Enforcement(args.enforcement))
-    sys.stdout.write(respond(request, verdict).decode() + "\n")
+    sys.stdout.write(respond(request, judge(request, config)).decode() + "\n")
     return EXIT_OK
 
 

@@ -42,7 +42,7 @@ from relkit.serve import Serve, make_certs
 from webhook.admission.review import parse_review
 from webhook.catalogs import load_catalog
 from webhook.rules.catalog import Enforcement
-from webhook.rules.engine import Change, review_change
+from webhook.rules.engine import review_change
 from webhook.rules.inventory import Inventory
 from webhook.state.files import add_objects
 
@@ -271,17 +271,7 @@ def reference(plane: ControlPlane, payloads: list[Any], catalog: Any) -> dict[st
     verdicts = {}
     for payload in payloads:
         request = parse_review(payload.review)
-        change = Change.from_objects(
-            request.operation,
-            request.group,
-            request.kind,
-            request.namespace,
-            request.name,
-            request.obj,
-            request.old_obj,
-            catalog,
-            request.dry_run,
-        )
+        change = request.to_change(catalog)
         verdicts[payload.name] = review_change(change, inventory, catalog, Enforcement.DENY).allowed
     return verdicts
 

@@ -34,7 +34,7 @@ from webhook.admission.app import respond
 from webhook.admission.review import ReviewError, parse_review
 from webhook.catalogs import load_catalog
 from webhook.rules.catalog import Enforcement
-from webhook.rules.engine import Change, Verdict, audit, review_change
+from webhook.rules.engine import Verdict, audit, review_change
 from webhook.rules.inventory import Inventory
 from webhook.rules.messages import audit_annotations, denial_message, warnings
 from webhook.rules.objects import summarize, summary_ref
@@ -297,16 +297,7 @@ def test_malformed_objects_never_make_the_engine_raise(
     except ReviewError:
         return  # a 400 with a message: the HTTP tests check those
     verdict = review_change(
-        Change.from_objects(
-            request.operation,
-            request.group,
-            request.kind,
-            request.namespace,
-            request.name,
-            request.obj,
-            request.old_obj,
-            CATALOG,
-        ),
+        request.to_change(CATALOG),
         inventory(CATALOG, state),
         CATALOG,
     )

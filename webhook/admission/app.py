@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from webhook.admission.review import AdmissionRequest, ReviewError, build_response, decode, parse_review
 from webhook.rules.catalog import Catalog, Enforcement
-from webhook.rules.engine import Change, Verdict, review_change
+from webhook.rules.engine import Verdict, review_change
 from webhook.rules.inventory import ClusterView
 from webhook.rules.messages import audit_annotations, denial_message, warnings
 
@@ -182,17 +182,7 @@ _REVIEW_SCHEMA: dict[str, Any] = {
 
 
 def judge(request: AdmissionRequest, config: ServiceConfig) -> Verdict:
-    change = Change.from_objects(
-        request.operation,
-        request.group,
-        request.kind,
-        request.namespace,
-        request.name,
-        request.obj,
-        request.old_obj,
-        config.catalog,
-        request.dry_run,
-    )
+    change = request.to_change(config.catalog)
     return review_change(change, config.state.view, config.catalog, config.enforcement)
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.admission.wire import NotNarrow, decode_narrow
+from webhook.rules.catalog import Catalog
+from webhook.rules.engine import Change
 
 SUPPORTED_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
@@ -35,6 +37,20 @@ class AdmissionRequest:
     obj: Mapping[str, Any] | None
     old_obj: Mapping[str, Any] | None
     dry_run: bool
+
+    def to_change(self, catalog: Catalog) -> Change:
+        """The change as the rules see it: the one place request fields become a Change."""
+        return Change.from_objects(
+            self.operation,
+            self.group,
+            self.kind,
+            self.namespace,
+            self.name,
+            self.obj,
+            self.old_obj,
+            catalog,
+            self.dry_run,
+        )
 
 
 def _reject_constant(name: str) -> float:

@@ -854,9 +854,10 @@ def test_every_value_is_commented() -> None:
 
 def test_default_match_values_mirror_the_default_catalog() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())["webhook"]
-    catalog = yaml.safe_load(default_catalog_text())
-    assert sorted(values["crdNames"]) == sorted({rule["crd"] for rule in catalog["rules"]}) == DEFAULT_CRDS
-    detects = [component["detect"] for component in catalog["components"]]
+    documents = [d for d in yaml.safe_load_all(default_catalog_text()) if d]
+    rules = [rule for d in documents for rule in d.get("rules", [])]
+    assert sorted(values["crdNames"]) == sorted({rule["crd"] for rule in rules}) == DEFAULT_CRDS
+    detects = [component["detect"] for d in documents for component in d.get("components", [])]
     match = values["componentMatch"]
     assert sorted(match["imageNames"]) == sorted({i for d in detects for i in d["images"]})
     assert sorted(match["charts"]) == sorted({c for d in detects for c in d["charts"]})

@@ -4,21 +4,27 @@ the client: tests/e2e/test_security.py.)"""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import os
 import socket
 import ssl
 import subprocess
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from e2e.cluster import CertificateAuthority
+from e2e.conftest import REPO_ROOT, locate_tools
 from relkit.rawhttp import LOOPBACK
 from relkit.report import Record
 from relkit.reviews import DEMO_CLUSTER, incident_review, probe
-from relkit.serve import Serve
+from relkit.serve import Serve, make_certs
 
 pytestmark = pytest.mark.slow  # real server processes; minutes, not seconds
 
@@ -198,3 +204,92 @@ def test_client_ca_file_requires_a_client_certificate(tmp_path: Path, cert_dir: 
         assert outcome["trusted CA"] == "answered (allowed=False)"
         rec.note(outcome=outcome)
         rec.done("; ".join(f"{k}: {v}" for k, v in outcome.items()))
+
+
+# -- strict X.509 (Python 3.13's default client) for every source of serving certificates --------
+
+CHART = REPO_ROOT / "charts" / "crdguard"
+SERVICE_HOST = "crdguard.crdguard-system.svc"
+
+
+def _certs_from_crdguard_certs(out: Path) -> str:
+    make_certs(out)
+    return LOOPBACK
+
+
+def _certs_from_make_certs_sh(out: Path) -> str:
+    """tls.mode=existingSecret: the Secret that certs/make-certs.sh writes, as the pod mounts it."""
+    subprocess.run(
+        ["bash", str(REPO_ROOT / "certs" / "make-certs.sh"), "--out", str(out / "made")],
+        env={**os.environ, "CRDGUARD": str(Path(sys.executable).parent / "crdguard")},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    secret = yaml.safe_load((out / "made" / "secret.yaml").read_text())
+    _write_secret(out, secret)
+    return SERVICE_HOST
+
+
+def _certs_from_chart_self_signed(out: Path) -> str:
+    """tls.mode=selfSigned: the Secret ``helm template`` renders with Helm's genCA/genSignedCert."""
+    _, helm = locate_tools()
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env |= {f"HELM_{kind}_HOME": str(out / "helm" / kind.lower()) for kind in ("CACHE", "CONFIG", "DATA")}
+    rendered = subprocess.run(
+        [str(helm), "template", "crdguard", str(CHART), "--namespace", "crdguard-system"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    (secret,) = [
+        d
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "Secret" and "tls.crt" in d.get("data", {})
+    ]
+    _write_secret(out, secret)
+    return SERVICE_HOST
+
+
+def _write_secret(out: Path, secret: dict[str, Any]) -> None:
+    for name in ("ca.crt", "tls.crt", "tls.key"):
+        (out / name).write_bytes(base64.b64decode(secret["data"][name]))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(_certs_from_crdguard_certs, id="certificates from crdguard certs pass strict checks"),
+        pytest.param(
+            _certs_from_make_certs_sh,
+            id="the tls.mode=existingSecret Secret from certs/make-certs.sh passes strict checks",
+        ),
+        pytest.param(
+            _certs_from_chart_self_signed,
+            id="the chart's tls.mode=selfSigned Secret passes strict checks",
+        ),
+    ],
+)
+def test_strict_x509_client_verifies_serve(tmp_path: Path, make: Callable[[Path], str]) -> None:
+    """tls.mode=certManager is not here: its certificates come from a cert-manager this suite
+    does not run (the chart asks for ECDSA with serverAuth and digitalSignature)."""
+    server_name = make(tmp_path)
+    strict = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    strict.verify_flags |= ssl.VERIFY_X509_STRICT
+    openssl = subprocess.run(
+        ["openssl", "verify", "-x509_strict", "-CAfile", tmp_path / "ca.crt", tmp_path / "tls.crt"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    with Serve("--cluster", str(DEMO_CLUSTER), cert_dir=tmp_path, check_hostname=False) as serve:
+        with (
+            socket.create_connection((LOOPBACK, serve.port), timeout=10) as sock,
+            strict.wrap_socket(sock, server_hostname=server_name) as tls,
+        ):
+            tls.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = tls.recv(64)
+    assert openssl.returncode == 0, openssl.stdout + openssl.stderr
+    assert answer.startswith(b"HTTP/1.1 200")

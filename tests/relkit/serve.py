@@ -88,12 +88,15 @@ class Serve:
         port: int | None = None,
         log_level: str = "info",
         env: Mapping[str, str] | None = None,
+        check_hostname: bool = True,
     ) -> None:
         self.port = port or free_port()
         self.cert_dir = Path(cert_dir) if cert_dir else None
         self.tls = cert_dir is not None
         self.ca_file = Path(ca_file) if ca_file else (self.cert_dir / "ca.crt" if self.cert_dir else None)
         self.client_cert = client_cert
+        # False for certificates that name only the in-cluster Service, not 127.0.0.1.
+        self.check_hostname = check_hostname
         self.argv = [
             sys.executable,
             "-m",
@@ -191,7 +194,9 @@ class Serve:
 
     def context(self) -> ssl.SSLContext:
         cert, key = self.client_cert if self.client_cert else (None, None)
-        return client_context(self.ca_file, cert, key)
+        context = client_context(self.ca_file, cert, key)
+        context.check_hostname = self.check_hostname
+        return context
 
     def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
         if self.tls:

@@ -45,10 +45,12 @@ def public_der(key: Any) -> bytes:
 
 
 def handshake(ca_pem: bytes, cert_file: Path, key_file: Path, server_name: str) -> None:
-    """A TLS handshake in memory, the client verifying the server as the API server does."""
+    """A TLS handshake in memory, the client verifying the server as the API server does, and with
+    strict X.509 checks (Python 3.13's default), which need the key identifiers and KeyUsage."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert_file, key_file)
     client_ctx = ssl.create_default_context(cadata=ca_pem.decode())
+    client_ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
     client = client_ctx.wrap_bio(c_in, c_out, server_hostname=server_name)
     server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
@@ -111,6 +113,65 @@ def test_the_ca_signs_the_leaf(bundle: tuple[Path, str]) -> None:
     assert leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
     usages = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.SERVER_AUTH in usages
+
+
+def test_openssl_verifies_the_leaf_with_strict_x509_checks(bundle: tuple[Path, str]) -> None:
+    out, _ = bundle
+    result = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-x509_strict",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            out / "ca.crt",
+            out / "tls.crt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, f"{out / 'tls.crt'}: OK"), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "extension", "expected"),
+    [
+        pytest.param(
+            "ca.crt",
+            x509.KeyUsage,
+            {"key_cert_sign": True, "crl_sign": True, "digital_signature": False},
+            id="the CA may sign certificates and CRLs, nothing else",
+        ),
+        pytest.param(
+            "tls.crt",
+            x509.KeyUsage,
+            {"digital_signature": True, "key_cert_sign": False, "key_encipherment": False},
+            id="the ECDSA leaf may only sign (no keyEncipherment for an EC key)",
+        ),
+        pytest.param(
+            "ca.crt", x509.BasicConstraints, {"ca": True, "path_length": 0}, id="the CA is a CA of depth 0"
+        ),
+    ],
+)
+def test_key_usage_and_constraints(
+    bundle: tuple[Path, str], name: str, extension: type[Any], expected: dict[str, object]
+) -> None:
+    found = load_cert((bundle[0] / name).read_bytes()).extensions.get_extension_for_class(extension)
+    assert found.critical is True
+    assert {attr: getattr(found.value, attr) for attr in expected} == expected
+
+
+def test_the_leaf_names_its_issuer_by_the_cas_key_identifier(bundle: tuple[Path, str]) -> None:
+    ca = load_cert((bundle[0] / "ca.crt").read_bytes())
+    leaf = load_cert((bundle[0] / "tls.crt").read_bytes())
+    ca_ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    leaf_ski = leaf.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    leaf_aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert leaf_aki.key_identifier == ca_ski.digest
+    assert leaf_ski.digest == x509.SubjectKeyIdentifier.from_public_key(leaf.public_key()).digest
+    assert leaf_ski.digest != ca_ski.digest
 
 
 def test_a_foreign_ca_does_not_verify_the_leaf(

@@ -14,6 +14,7 @@ Set CRDGUARD_RELIABILITY_REPORT=0 to leave the files alone.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -43,6 +44,23 @@ run on the machine and date shown (`tests/relkit/report.py` renders this file
 from `docs/reliability.json`; do not edit either by hand). A row says
 **failed** or **skipped** when that is what happened. Only the tests run since
 the last full run are newer; run `make test` (and `make soak`) to refresh all.
+
+**What was tested.** The last cell of each row names the code that ran, e.g.
+`8be808f-dirty diff 5d1c0e9a7f21 +1 untracked`:
+
+- `8be808f` is `git describe --always` at the run: the commit checked out.
+- `-dirty` means tracked files differed from that commit (as `git describe
+  --always --dirty` says), so the row describes that commit plus local changes;
+  without it, the commit alone. This file and `docs/reliability.json` do not
+  count: the tests write them while they run.
+- `diff 5d1c0e9a7f21` is the first 12 hex digits of the SHA-256 of
+  `git diff HEAD --binary -- . ':(exclude)docs/reliability.md'
+  ':(exclude)docs/reliability.json'`, followed, when there are untracked files
+  (`+N untracked`), by each one's name and content. Rows with the same describe
+  and hash ran the same code; `diff e3b0c44298fc` (the hash of nothing) on a
+  row without `-dirty` and untracked files means exactly the commit.
+- A row that shows only a commit and "tree state unknown" was written before
+  the tree was recorded: it may describe local changes on top of that commit.
 
 The servers under test are real `crdguard serve` processes; "control plane"
 means a real etcd and kube-apiserver built from the Kubernetes sources
@@ -91,17 +109,46 @@ def _machine() -> str:
     )
 
 
-def _commit() -> str:
+# The files these tests write: a run that rewrites them must not call its own tree dirty.
+WRITTEN_HERE = (DATA, DOC)
+
+
+def _git(repo: Path, *args: str) -> bytes:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=True, timeout=30).stdout
+
+
+def tree_identity(repo: Path = REPO_ROOT, ignore: tuple[Path, ...] = WRITTEN_HERE) -> dict[str, Any]:
+    """What was tested: ``git describe --always`` (``-dirty`` when tracked files differ from HEAD,
+    as ``git describe --dirty`` says, but not counting the files in ``ignore``), and a hash of the
+    code under test. The hash covers ``git diff HEAD --binary`` (without ``ignore``) and every
+    untracked, not ignored file by name and content, so two runs with the same hash ran the same code.
+    """
+    excludes = [f":(exclude){path.relative_to(repo)}" for path in ignore if path.is_relative_to(repo)]
     try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except OSError:
+        describe = _git(repo, "describe", "--always").decode().strip()
+        diff = _git(repo, "diff", "HEAD", "--binary", "--", ".", *excludes)
+        untracked = _git(repo, "ls-files", "-z", "--others", "--exclude-standard", "--", ".", *excludes)
+    except (OSError, subprocess.SubprocessError):
+        return {"describe": "", "diff": "", "untracked": 0}
+    digest = hashlib.sha256(diff)
+    names = sorted(n for n in untracked.decode().split("\0") if n)
+    for name in names:
+        digest.update(b"\0untracked\0" + name.encode() + b"\0")
+        digest.update((repo / name).read_bytes() if (repo / name).is_file() else b"")
+    return {
+        "describe": describe + ("-dirty" if diff else ""),
+        "diff": digest.hexdigest()[:12],
+        "untracked": len(names),
+    }
+
+
+def describe_tree(identity: dict[str, Any]) -> str:
+    """One line for a row: ``b078841-dirty diff 3f2a…`` (and the untracked files, if any)."""
+    if not identity.get("describe"):
         return ""
-    return out.stdout.strip()
+    untracked = identity.get("untracked", 0)
+    extra = f" +{untracked} untracked" if untracked else ""
+    return f"{identity['describe']} diff {identity['diff']}{extra}"
 
 
 def _current_test() -> str:
@@ -161,7 +208,7 @@ class Record:
                     "numbers": self.numbers,
                     "outcome": outcome,
                     "when": _now(),
-                    "commit": _commit(),
+                    "tree": tree_identity(),
                     "machine": _machine(),
                 },
             )
@@ -207,7 +254,10 @@ def render(records: dict[str, dict[str, Any]]) -> str:
                 if len(where) == 2
                 else r["title"]
             )
-            run = f"{r['when']}<br>{r.get('commit') or ''}"
+            tested = (
+                describe_tree(r["tree"]) if "tree" in r else f"{r.get('commit') or ''} (tree state unknown)"
+            )
+            run = f"{r['when']}<br>`{tested}`"
             lines.append(
                 f"| {_cell(test)} | {_cell(r['what'])} | {_cell(r['result'])} | {outcome} | {_cell(run)} |"
             )

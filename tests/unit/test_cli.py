@@ -30,7 +30,7 @@ from helpers import (
 
 DEMO = REPO_ROOT / "examples" / "demo"
 REPORTED = REPO_ROOT / "examples" / "catalogs" / "reported-kgateway-2.1.1-needs-v1alpha3.yaml"
-JSON_KEYS = {"kind", "apiVersion", "name", "namespace", "operation", "allowed", "message", "warnings"}
+JSON_KEYS = {"kind", "apiVersion", "name", "namespace", "operation", "allowed", "message", "warnings", "file"}
 
 V1_ONLY = crd(BTP, {"v1": True, "v1alpha3": False}, bundle_version="v1.4.0", channel="standard")
 BOTH = crd(BTP, {"v1": True, "v1alpha3": True}, bundle_version="v1.4.0", channel="experimental")
@@ -96,6 +96,7 @@ def test_json_output_has_exactly_the_documented_fields(tmp_path: Path) -> None:
         "allowed": False,
         "message": denied["message"],
         "warnings": [],
+        "file": incoming,
     }
     assert denied["message"].startswith("crdguard denied UPDATE of CustomResourceDefinition")
     assert allowed == {
@@ -107,6 +108,7 @@ def test_json_output_has_exactly_the_documented_fields(tmp_path: Path) -> None:
         "allowed": True,
         "message": "",
         "warnings": [],
+        "file": incoming,
     }
 
 
@@ -411,7 +413,7 @@ def test_audit_json(tmp_path: Path) -> None:
     cluster = write(tmp_path / "cluster.yaml", V1_ONLY, deployment("v2.0.4"))
     done = crdguard("audit", "--output", "json", "--cluster", cluster)
     assert done.returncode == 1
-    (conflict,) = json.loads(done.stdout)
+    (conflict,) = json.loads(done.stdout)["conflicts"]
     assert conflict["rule"] == "kgateway-2.0-reads-backendtlspolicy-v1alpha3"
     assert conflict["source"] == {"kind": "Deployment", "namespace": "kgateway-system", "name": "kgateway"}
     assert (conflict["crd"], conflict["crdInstalled"], conflict["served"], conflict["needs"]) == (

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.cli.common import EXIT_DENIED, EXIT_OK, add_common, catalog_of
+from webhook.cli import output
+from webhook.cli.common import (
+    EXIT_DENIED,
+    EXIT_OK,
+    UsageError,
+    add_cluster_access,
+    add_common,
+    catalog_of,
+    emit,
+    kube_client,
+    resolve_access,
+)
 from webhook.manifests import load_objects
-from webhook.rules.catalog import Enforcement
+from webhook.rules.catalog import Catalog, Enforcement
 from webhook.rules.engine import Change, review_change
 from webhook.rules.inventory import Inventory
 from webhook.rules.messages import denial_message, warnings
@@ -20,11 +30,23 @@ NAMESPACED_KINDS = {"Deployment", "HelmRelease", "OCIRepository", "ConfigMap", "
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    check = sub.add_parser("check", help="review manifests against a cluster state, as the webhook would")
+    check = sub.add_parser(
+        "check",
+        help="review manifests against a cluster state, as the webhook would",
+        description="Review each object of the manifests in order, as the API server would ask crdguard, "
+        "against a saved cluster state (--cluster), the live cluster (--kubeconfig, --context or "
+        "--in-cluster; read-only) or, with neither, an empty cluster.",
+    )
     add_common(check)
-    check.add_argument("--output", choices=["text", "json"], default="text")
+    add_cluster_access(check, "judge against")
+    check.add_argument("--output", choices=output.FORMATS, default="text", help=output.FORMAT_HELP)
     check.add_argument("--delete", action="store_true", help="review deleting the objects instead")
-    check.add_argument("manifests", nargs="+", metavar="MANIFEST")
+    check.add_argument(
+        "manifests",
+        nargs="+",
+        metavar="MANIFEST",
+        help="YAML or JSON files, directories (read recursively, sorted) or - for stdin",
+    )
     check.set_defaults(func=run)
 
 
@@ -41,13 +63,15 @@ def object_key(obj: Mapping[str, Any]) -> tuple[str, str, str | None, str]:
 
 def run(args: argparse.Namespace) -> int:
     catalog = catalog_of(args)
-    cluster = {object_key(obj): obj for _, obj in load_objects(args.cluster)} if args.cluster else {}
+    manifests = list(load_objects(args.manifests))
+    if not manifests:
+        raise UsageError(f"no Kubernetes objects in {' '.join(args.manifests)}: nothing to check")
+    cluster = {object_key(obj): obj for obj in cluster_objects(args, catalog)}
     inventory = Inventory(catalog)
     add_objects(inventory, list(cluster.values()))
-    manifests = list(load_objects(args.manifests))
     enforcement = Enforcement(args.enforcement)
     results = []
-    for _, obj in manifests:
+    for source, obj in manifests:
         key = object_key(obj)
         group, kind, namespace, name = key
         old = cluster.get(key)
@@ -82,18 +106,43 @@ def run(args: argparse.Namespace) -> int:
                 "allowed": verdict.allowed,
                 "message": "" if verdict.allowed else denial_message(verdict),
                 "warnings": warnings(verdict),
+                "file": source.split(" (document ", 1)[0],
             }
         )
     if args.output == "json":
-        print(json.dumps(results, indent=2))
+        emit(output.to_json(results))
+    elif args.output == "junit":
+        emit(output.check_junit(results))
+    elif args.output == "github":
+        emit(output.check_github(results))
     else:
+        lines = []
         for r in results:
             where = f"{r['namespace']}/{r['name']}" if r["namespace"] else r["name"]
-            print(f"{'allowed' if r['allowed'] else 'DENIED '} {r['operation']:<6} {r['kind']} {where}")
-            for warning in r["warnings"]:
-                print(f"    warning: {warning}")
+            lines.append(
+                f"{'allowed' if r['allowed'] else 'DENIED '} {r['operation']:<6} {r['kind']} {where}"
+            )
+            lines.extend(f"    warning: {warning}" for warning in r["warnings"])
             if not r["allowed"]:
-                print("    " + r["message"].replace("\n", "\n    "))
+                lines.append("    " + r["message"].replace("\n", "\n    "))
         denied = sum(not r["allowed"] for r in results)
-        print(f"{len(results)} object(s) reviewed, {denied} denied")
+        lines.append(f"{len(results)} object(s) reviewed, {denied} denied")
+        emit("\n".join(lines) + "\n")
     return EXIT_DENIED if any(not r["allowed"] for r in results) else EXIT_OK
+
+
+def cluster_objects(args: argparse.Namespace, catalog: Catalog) -> list[Mapping[str, Any]]:
+    """The cluster to judge against: saved files, the live cluster (read-only), or nothing."""
+    live = args.kubeconfig or args.in_cluster or args.context
+    if args.cluster and live:
+        raise UsageError("--cluster reads a saved state; it cannot be combined with a live cluster")
+    if args.cluster:
+        return [obj for _, obj in load_objects(args.cluster)]
+    if not live:
+        return []
+    access = resolve_access(args, default=True)
+    if access is None:
+        raise UsageError("--context needs a kubeconfig (--kubeconfig, $KUBECONFIG or ~/.kube/config)")
+    from webhook.state.watch import snapshot_objects
+
+    return list(snapshot_objects(kube_client(access), catalog))

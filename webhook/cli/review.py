@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from webhook.admission.review import ReviewError, decode, parse_review
-from webhook.cli.common import EXIT_OK, UsageError, add_common, catalog_of
+from webhook.cli.common import EXIT_OK, UsageError, add_common, catalog_of, emit
 from webhook.rules.catalog import Enforcement
 from webhook.state.files import StaticState, inventory_from_files
 
@@ -27,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
         request = parse_review(decode(sys.stdin.buffer.read()))
     except ReviewError as exc:
         raise UsageError(f"stdin: {exc}") from None
-    sys.stdout.write(respond(request, judge(request, config)).decode() + "\n")
+    emit(respond(request, judge(request, config)).decode() + "\n")
     return EXIT_OK

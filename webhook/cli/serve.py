@@ -4,24 +4,39 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from typing import Any
 
-from webhook.cli.common import EXIT_OK, UsageError, add_common, catalog_of
+from webhook.cli.common import EXIT_OK, UsageError, add_cluster_access, add_common, catalog_of, resolve_access
 from webhook.rules.catalog import Catalog, Enforcement
 from webhook.state.files import StaticState, inventory_from_files
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = sub.add_parser("serve", help="run the admission webhook")
+    serve = sub.add_parser(
+        "serve",
+        help="run the admission webhook",
+        description="Run the admission webhook. It follows the cluster of --kubeconfig, else $KUBECONFIG, "
+        "else ~/.kube/config, else the in-cluster service account (list+watch, read-only); --cluster "
+        "serves a fixed state from files instead. With no source at all it refuses to start.",
+    )
     add_common(serve)
-    serve.add_argument("--kubeconfig", help="follow a live cluster with list+watch")
-    serve.add_argument("--in-cluster", action="store_true", help="follow the cluster this pod runs in")
-    serve.add_argument("--cert-dir", help="directory with tls.crt and tls.key (reloaded when they change)")
+    add_cluster_access(serve, "follow (list+watch)")
+    serve.add_argument(
+        "--cert-dir", metavar="DIR", help="directory with tls.crt and tls.key (reloaded when they change)"
+    )
     serve.add_argument("--insecure", action="store_true", help="plain HTTP, for local debugging only")
-    serve.add_argument("--client-ca-file", help="require API server client certificates signed by this CA")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8443)
-    serve.add_argument("--max-body-bytes", type=int, default=int(3 * 1024 * 1024 * 1.1))
+    serve.add_argument(
+        "--client-ca-file", metavar="FILE", help="require API server client certificates signed by this CA"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(3 * 1024 * 1024 * 1.1),
+        help="largest request body accepted (default: the API server's 3 MiB limit + 10%%)",
+    )
     serve.add_argument("--body-timeout", type=float, default=10.0, help="seconds to receive a body")
     serve.add_argument("--keep-alive", type=int, default=75, help="idle keep-alive timeout, seconds")
     serve.add_argument(
@@ -30,12 +45,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.set_defaults(func=run)
 
 
-def state_of(args: argparse.Namespace, catalog: Catalog) -> Any:
-    if getattr(args, "kubeconfig", None) or getattr(args, "in_cluster", False):
-        from webhook.state.watch import WatchedState
+NO_SOURCE = (
+    "no cluster to follow: pass --kubeconfig FILE, set $KUBECONFIG, have ~/.kube/config, run in a pod, "
+    "or serve a fixed state on purpose with --cluster PATH"
+)
 
-        return WatchedState.connect(catalog, kubeconfig=args.kubeconfig)
-    return StaticState(inventory_from_files(args.cluster, catalog), list(args.cluster))
+
+def state_of(args: argparse.Namespace, catalog: Catalog) -> Any:
+    if args.cluster:
+        if args.kubeconfig or args.in_cluster:
+            raise UsageError("--cluster serves a fixed state; it cannot be combined with a live cluster")
+        return StaticState(inventory_from_files(args.cluster, catalog), list(args.cluster))
+    access = resolve_access(args, default=True)
+    if access is None:
+        raise UsageError(NO_SOURCE)
+    from webhook.state.watch import WatchedState
+
+    return WatchedState.connect(catalog, access.kubeconfig, access.context, access.in_cluster)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The bound listening socket, so that a failed bind is a clear error before anything is logged."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UsageError(f"--host {host}: cannot listen: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         body_timeout_seconds=args.body_timeout,
     )
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port}: expected 1 to 65535")
+    sock = listen(args.host, args.port)
     tls = None
     if not args.insecure:
         try:
@@ -79,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     )
     scheme = "https" if tls else "http"
     logging.getLogger("crdguard").info("serving on %s://%s:%d", scheme, args.host, args.port)
-    uvicorn.Server(server_config).run()
+    uvicorn.Server(server_config).run(sockets=[sock])
     if tls:
         tls.stop()
     return EXIT_OK

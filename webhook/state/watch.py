@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
@@ -38,6 +39,12 @@ from webhook.rules.objects import (
     OCIREPOSITORY_KIND,
     ObjectRef,
     summarize,
+)
+from webhook.state.errors import (
+    ClusterConfigError,
+    ClusterForbidden,
+    ClusterUnauthorised,
+    ClusterUnreachable,
 )
 
 log = logging.getLogger("crdguard.watch")
@@ -100,6 +107,10 @@ class KubeClient:
         self.api_client = api_client
         self.requests = 0  # every request made to the API server, for /state and metrics
 
+    @property
+    def server(self) -> str:
+        return str(self.api_client.configuration.host)
+
     def get(self, path: str, query: Mapping[str, str | int], timeout: float) -> Any:
         response = self._request(path, query, timeout)
         try:
@@ -107,21 +118,30 @@ class KubeClient:
             data = response.read()
         finally:
             response.response.release_conn()
-        if status == 410:
-            raise Gone(path)
-        if status >= 400:
-            raise ApiException(status=status, reason=data[:200].decode(errors="replace"))
+        self._raise_for(status, path, data)
         return json.loads(data)
 
     def stream(self, path: str, query: Mapping[str, str | int], timeout: float) -> Any:
         response = self._request(path, query, timeout)
-        if response.status == 410:
-            response.response.release_conn()
-            raise Gone(path)
         if response.status >= 400:
-            reason = response.read()[:200].decode(errors="replace")
-            raise ApiException(status=response.status, reason=reason)
+            try:
+                data = response.read()
+            finally:
+                response.response.release_conn()
+            self._raise_for(response.status, path, data)
         return response.response
+
+    def _raise_for(self, status: int, path: str, data: bytes) -> None:
+        if status == 410:
+            raise Gone(path)
+        reason = data[:200].decode(errors="replace")
+        if status == 401:
+            cause = f"unauthorised (401: the credentials were refused) listing {path}"
+            raise ClusterUnauthorised(self.server, f"{cause}: {_status_message(data)}")
+        if status == 403:
+            raise ClusterForbidden(self.server, f"forbidden (403) listing {path}: {_status_message(data)}")
+        if status >= 400:
+            raise ApiException(status=status, reason=reason)
 
     def _request(self, path: str, query: Mapping[str, str | int], timeout: float) -> Any:
         method, url, headers, body, post = self.api_client.param_serialize(
@@ -132,15 +152,59 @@ class KubeClient:
             auth_settings=["BearerToken"],
         )
         self.requests += 1
-        return self.api_client.call_api(method, url, headers, body, post, _request_timeout=(5, timeout))
+        try:
+            return self.api_client.call_api(method, url, headers, body, post, _request_timeout=(5, timeout))
+        except urllib3.exceptions.HTTPError as exc:
+            raise ClusterUnreachable(self.server, _network_cause(exc)) from exc
 
 
-def load_api_client(kubeconfig: str | None) -> client.ApiClient:
+def _status_message(data: bytes) -> str:
+    """The ``message`` of a Kubernetes Status body, else the body's start."""
+    try:
+        message = json.loads(data).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else data[:200].decode(errors="replace").strip() or "no message"
+
+
+def _network_cause(exc: Exception) -> str:
+    # urllib3 wraps the socket error (refused, unresolvable, TLS) in MaxRetryError.reason.
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason)
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "timed out",
+        "CERTIFICATE_VERIFY_FAILED",
+    ):
+        if marker in text:
+            return f"unreachable ({marker})"
+    return f"unreachable ({type(reason).__name__}: {text[:200]})"
+
+
+def load_api_client(
+    kubeconfig: str | None = None, context: str | None = None, in_cluster: bool = False
+) -> client.ApiClient:
+    """A client for ``kubeconfig`` (a path, or a KUBECONFIG-style list) and ``context``, or the pod's own.
+
+    Raises ClusterConfigError naming the file and what is wrong with it.
+    """
     configuration = client.Configuration()
-    if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        config.load_incluster_config(client_configuration=configuration)
+    if in_cluster:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException as exc:
+            raise ClusterConfigError(
+                "in-cluster config", f"not running in a Kubernetes pod ({exc})"
+            ) from None
+        return client.ApiClient(configuration)
+    if not kubeconfig:
+        raise ClusterConfigError("kubeconfig", "no kubeconfig given")
+    try:
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    except Exception as exc:  # the loader raises ConfigException, YAML, type and key errors alike
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ClusterConfigError(kubeconfig, f"not a usable kubeconfig: {detail}") from None
     return client.ApiClient(configuration)
 
 
@@ -191,8 +255,14 @@ class WatchedState:
         self._streams: dict[str, Any] = {}
 
     @classmethod
-    def connect(cls, catalog: Catalog, kubeconfig: str | None = None) -> WatchedState:
-        return cls(KubeClient(load_api_client(kubeconfig)), catalog)
+    def connect(
+        cls,
+        catalog: Catalog,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        in_cluster: bool = False,
+    ) -> WatchedState:
+        return cls(KubeClient(load_api_client(kubeconfig, context, in_cluster)), catalog)
 
     @property
     def view(self) -> Inventory:
@@ -342,12 +412,47 @@ class WatchedState:
             self.inventory.upsert(summary)
 
 
-def snapshot_inventory(catalog: Catalog, kubeconfig: str | None = None) -> Inventory:
-    """One list of every type, no watches: what ``crdguard audit`` reads."""
-    kube = KubeClient(load_api_client(kubeconfig))
-    inventory = Inventory(catalog)
+def snapshot_objects(kube: KubeClient, catalog: Catalog) -> list[dict[str, Any]]:
+    """One list of every watched type, whole objects (kind and apiVersion filled in): ``check``'s cluster.
+
+    Read-only, the same paginated lists as the watches; types whose CRD is not served are skipped.
+    """
+    objects: list[dict[str, Any]] = []
+    inventory = Inventory(catalog)  # only to learn which CRDs are served
     for resource in RESOURCES:
         if resource.crd and not crd_serves(inventory, resource.crd, resource.version):
             continue
-        list_into(kube, resource, inventory, catalog)
-    return inventory
+        api_version = f"{resource.group}/{resource.version}" if resource.group else resource.version
+        listed = []
+        for items, _ in _iter_list(kube, resource):
+            for item in items:
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", resource.kind)
+                listed.append(item)
+        if resource.kind == CRD_KIND:
+            summaries = [summarize(resource.group, CRD_KIND, item, catalog) for item in listed]
+            inventory.replace_all(CRD_KIND, [s for s in summaries if s is not None])
+        objects.extend(listed)
+    return objects
+
+
+def snapshot_inventory(kube: KubeClient, catalog: Catalog) -> tuple[Inventory, list[str]]:
+    """One list of every type, no watches: what ``crdguard audit`` reads.
+
+    Returns the inventory and the types that could not be listed (403), with the reason; raises
+    ClusterForbidden if none could, ClusterUnauthorised or ClusterUnreachable at once.
+    """
+    inventory = Inventory(catalog)
+    unread: list[str] = []
+    tried = 0
+    for resource in RESOURCES:
+        if resource.crd and not crd_serves(inventory, resource.crd, resource.version):
+            continue
+        tried += 1
+        try:
+            list_into(kube, resource, inventory, catalog)
+        except ClusterForbidden as exc:
+            unread.append(f"{resource.plural}.{resource.group or 'core'}: {exc.cause}")
+    if unread and len(unread) == tried:
+        raise ClusterForbidden(kube.server, "forbidden (403) to list every type: " + "; ".join(unread))
+    return inventory, unread

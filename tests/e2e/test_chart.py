@@ -65,7 +65,7 @@ kind: CompatibilityCatalog
 components:
   - name: envoy-gateway
     detect:
-      images: [envoy-gateway]
+      images: [envoyproxy/envoy-gateway]
       labels: {app.kubernetes.io/name: envoy-gateway}
       charts: [gateway-helm]
 rules:
@@ -73,8 +73,10 @@ rules:
     component: envoy-gateway
     versions: ">=1.0.0"
     crd: gadgets.crdguard-e2e.example.com
+    crdKind: Gadget
     requires: {exists: true}
     whenCRDMissing: conflict
+    failure: crash
     explanation: A test-only rule; the gadgets CRD stands for a CRD a site catalog guards.
 """
 GADGETS_CRD = "gadgets.crdguard-e2e.example.com"

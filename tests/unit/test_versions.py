@@ -157,7 +157,7 @@ def test_exact_accepts_one_release_and_refuses_ranges(text: str | None, expected
         pytest.param("=2.1.0-rc.1", "2.1.0-rc.1", True, id="a pre-release bound matches that pre-release"),
         pytest.param("=2.1.0-rc.1", "2.1.0-rc.2", False, id="a pre-release bound is not its neighbour"),
         pytest.param("=2.1.0-rc.1", "2.1.0", False, id="a pre-release bound is not its release"),
-        pytest.param(">=2.1.0-rc.2", "2.1.0-rc.1", False, id="an earlier candidate is below a candidate bound"),
+        pytest.param(">=2.1.0-rc.2", "2.1.0-rc.1", False, id="an earlier candidate is below a bound"),
         pytest.param(">=2.1.0-rc.2", "2.1.0", True, id="the release is above its candidate bound"),
         pytest.param("<2.1.0-rc.1", "2.1.0-beta.3", True, id="a beta is below a candidate bound"),
         pytest.param("*", "9.9.9", True, id="a star range matches everything"),

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                         "crd": c.rule.crd,
                         "crdInstalled": c.crd is not None,
                         "served": sorted(c.crd.served) if c.crd else [],
-                        "needs": c.rule.served_version,
+                        "needs": c.rule.needed_version,
                         "message": describe_conflict(c, i, after_change=False),
                     }
                     for i, c in enumerate(conflicts, 1)

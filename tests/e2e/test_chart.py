@@ -65,7 +65,7 @@ kind: CompatibilityCatalog
 components:
   - name: envoy-gateway
     detect:
-      images: [envoy-gateway]
+      images: [envoyproxy/envoy-gateway]
       labels: {app.kubernetes.io/name: envoy-gateway}
       charts: [gateway-helm]
 rules:
@@ -73,8 +73,10 @@ rules:
     component: envoy-gateway
     versions: ">=1.0.0"
     crd: gadgets.crdguard-e2e.example.com
+    crdKind: Gadget
     requires: {exists: true}
     whenCRDMissing: conflict
+    failure: crash
     explanation: A test-only rule; the gadgets CRD stands for a CRD a site catalog guards.
 """
 GADGETS_CRD = "gadgets.crdguard-e2e.example.com"
@@ -651,9 +653,9 @@ OVERRIDES: list[Any] = [
             one(docs, "ConfigMap")["data"] == {"50-site.yaml": EXTRA_CATALOG}
             and "--catalog=/etc/crdguard/catalog/50-site.yaml" in container(docs)["args"]
             and GADGETS_CRD in webhooks(docs)["crds.crdguard.io"]["matchConditions"][0]["expression"]
-            and '"/envoy-gateway:"'
+            and '"envoyproxy/envoy-gateway"'
             in webhooks(docs)["deployments.crdguard.io"]["matchConditions"][0]["expression"]
-            and '"envoy-gateway"'
+            and '"kgateway-dev/kgateway"'
             in webhooks(docs)["deployments.crdguard.io"]["matchConditions"][0]["expression"]
             and '"gateway-helm"' in webhooks(docs)["flux.crdguard.io"]["matchConditions"][0]["expression"]
         ),
@@ -859,7 +861,7 @@ def test_default_match_values_mirror_the_default_catalog() -> None:
     assert sorted(values["crdNames"]) == sorted({rule["crd"] for rule in rules}) == DEFAULT_CRDS
     detects = [component["detect"] for d in documents for component in d.get("components", [])]
     match = values["componentMatch"]
-    assert sorted(match["imageNames"]) == sorted({i for d in detects for i in d["images"]})
+    assert sorted(match["images"]) == sorted({i for d in detects for i in d["images"]})
     assert sorted(match["charts"]) == sorted({c for d in detects for c in d["charts"]})
     assert match["labels"] == [d["labels"] for d in detects if d.get("labels")]
 
@@ -1421,6 +1423,22 @@ REQUESTS = [
     pytest.param(
         Request("create", kgateway(image=f"{KGATEWAY_IMAGE}-crds-installer:v2.0.4"), None),
         id="an image whose name only starts with kgateway is not sent",
+    ),
+    pytest.param(
+        Request(
+            "create",
+            kgateway(image="mirror.example:5000/kgateway-dev/kgateway:v2.0.4"),
+            "deployments.crdguard.io",
+        ),
+        id="a kgateway Deployment from a mirror keeping the path is sent",
+    ),
+    pytest.param(
+        Request(
+            "create",
+            lambda _: deployment("other", APPS_NAMESPACE, "registry.example/other/kgateway:v2.0.4"),
+            None,
+        ),
+        id="another repository whose last segment is kgateway is not sent",
     ),
     pytest.param(
         Request("create", kgateway(namespace=URL_RELEASE), None),

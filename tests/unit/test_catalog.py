@@ -22,7 +22,8 @@ from helpers import (
 
 from webhook.catalogs import load_catalog
 from webhook.manifests import ManifestError
-from webhook.rules.catalog import Catalog, CatalogError, Enforcement, Rule
+from webhook.rules.catalog import Catalog, CatalogError, Enforcement, Failure, Rule
+from webhook.rules.engine import audit
 from webhook.rules.versions import Version
 
 EXAMPLES = REPO_ROOT / "examples" / "catalogs"
@@ -149,7 +150,7 @@ def test_default_catalog_rules_name_their_kind_explain_fix_and_cite_upstream(cat
 
 def test_default_catalog_recognises_kgateway_as_its_chart_installs_it(catalog: Catalog) -> None:
     kgateway = catalog.components["kgateway"]
-    assert "kgateway" in kgateway.detect.images
+    assert kgateway.detect.images == ("kgateway-dev/kgateway",)
     assert "kgateway" in kgateway.detect.charts
     assert kgateway.detect.labels.get("app.kubernetes.io/name") == "kgateway"
     # FACTS: app.kubernetes.io/version is stuck at 1.16.0 and must not be a signal.
@@ -174,7 +175,9 @@ rules:
     component: {base.component}
     versions: "{base.versions}"
     crd: {base.crd}
+    crdKind: {base.crd_kind}
     requires: {{servedVersion: {base.served_version}}}
+    failure: {base.failure}
     enforcement: {enforcement}
     explanation: {explanation}
 """
@@ -218,7 +221,7 @@ kind: CompatibilityCatalog
 components:
   - name: kgateway
     detect:
-      images: [kgateway, kgateway-mirrored]
+      images: [kgateway-dev/kgateway, platform/kgateway-mirrored]
       charts: [kgateway]
     features:
       inferenceExtension:
@@ -226,7 +229,8 @@ components:
 """
     )
     merged = load_catalog([str(path)])
-    assert merged.components["kgateway"].detect.images == frozenset({"kgateway", "kgateway-mirrored"})
+    images = merged.components["kgateway"].detect.images
+    assert images == ("kgateway-dev/kgateway", "platform/kgateway-mirrored")
     assert merged.components["kgateway"].detect.labels == {}
     assert merged.components["kgateway"].features["inferenceExtension"].helm_value is None
     # The default rules still hold, now for the replaced component.
@@ -241,7 +245,9 @@ GOOD_RULE = """\
     component: kgateway
     versions: ">=2.1.0"
     crd: backendtlspolicies.gateway.networking.k8s.io
+    crdKind: BackendTLSPolicy
     requires: {servedVersion: v1}
+    failure: never-ready
     explanation: kgateway reads v1
 """
 
@@ -275,7 +281,7 @@ BROKEN = [
     (_rule_with(requires="<drop>"), ["(my-rule)", "requires must be a mapping"], "a rule without requires"),
     (
         _rule_with(requires="{}"),
-        ["(my-rule)", "requires needs servedVersion"],
+        ["(my-rule)", "requires needs exactly one of servedVersion"],
         "requires with nothing required",
     ),
     (
@@ -487,9 +493,269 @@ def test_second_component_warn_rule_allows_with_a_warning() -> None:
     loaded = load_catalog([str(MY_GATEWAY)])
     cluster = Cluster(
         loaded,
-        [deployment("v4.0.0", name="edge", namespace="gateways", image="my-gateway:v4.0.0", labels={})],
+        [
+            deployment(
+                "v4.0.0", name="edge", namespace="gateways", image="platform/my-gateway:v4.0.0", labels={}
+            )
+        ],
     )
     verdict = cluster.apply(crd(BTP, {"v1alpha3": True}))
     assert verdict.allowed
     assert [c.rule.id for c in verdict.warned] == ["my-gateway-4-reads-backendtlspolicy-v1"]
     assert not verdict.denied
+
+
+# -- the rule model's fields ------------------------------------------------------------------
+
+
+def test_every_default_catalog_rule_cites_evidence_with_an_identifier(catalog: Catalog) -> None:
+    for rule in catalog.rules.values():
+        assert rule.evidence, rule.id
+        for evidence in rule.evidence:
+            assert evidence.identifier, f"{rule.id}: {evidence} names no identifier"
+
+
+COMPONENT = """\
+components:
+  - name: gw
+    detect:
+      images: [example/gw]
+      charts: [gw]
+    features:
+      alpha: {default: true, env: {name: GW_ALPHA, value: "1"}, args: [--alpha], disableArgs: [--no-alpha],
+              helmValue: {path: alpha.enabled, value: true}}
+    install:
+      chart: oci://example.com/charts/gw
+      chartName: gw
+      namespace: gw-system
+      releaseName: gw
+      releases: [v1.0.0, v1.1.0]
+      bundledCRDs:
+        - {versions: ">=1.1.0", gatewayAPI: v1.5.1, channel: experimental}
+"""
+
+
+def _gw_rule(**fields: str) -> str:
+    rule = {
+        "id": "gw-rule",
+        "component": "gw",
+        "versions": '">=1.0.0"',
+        "crd": "tlsroutes.gateway.networking.k8s.io",
+        "crdKind": "TLSRoute",
+        "requires": "{listedMustBeServed: v1alpha2}",
+        "failure": "crash",
+        "explanation": "gw reads TLSRoute v1alpha2 when listed",
+    }
+    rule.update(fields)
+    body = "\n".join(f"    {k}: {v}" for k, v in rule.items() if v != "<drop>" and k != "id")
+    return HEADER + COMPONENT + f"rules:\n  - id: {rule['id']}\n{body}\n"
+
+
+def _load_text(tmp_path: Path, text: str) -> Catalog:
+    path = tmp_path / "team-catalog.yaml"
+    path.write_text(text)
+    return load_catalog([str(path)])
+
+
+def test_new_fields_load_into_the_model(tmp_path: Path) -> None:
+    loaded = _load_text(tmp_path, _gw_rule(bundleVersion="{min: v1.5.0, max: v1.5.99}"))
+    rule = loaded.rules["gw-rule"]
+    assert (rule.listed_version, rule.served_version, rule.crd_kind) == ("v1alpha2", None, "TLSRoute")
+    assert rule.bundle_window is not None and str(rule.bundle_window) == "[1.5.0, 1.5.99]"
+    assert (rule.failure, rule.enforcement, rule.fix) == (Failure.CRASH, Enforcement.DENY, ())
+    gw = loaded.components["gw"]
+    alpha = gw.features["alpha"]
+    assert (alpha.default, alpha.args, alpha.disable_args) == (True, ("--alpha",), ("--no-alpha",))
+    assert alpha.env is not None and alpha.env.reads("TRUE") is True and alpha.env.reads("0") is False
+    assert gw.install is not None
+    assert (gw.install.chart_name, gw.install.namespace, gw.install.release_name) == ("gw", "gw-system", "gw")
+    assert gw.install.releases == ("v1.0.0", "v1.1.0")
+    (bundled,) = gw.install.bundled_crds
+    assert (bundled.gateway_api, bundled.channel, Version.parse("1.1.3") in bundled.versions) == (
+        "v1.5.1",
+        "experimental",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("failure", "enforcement"),
+    [
+        pytest.param("crash", Enforcement.DENY, id="a crash denies by default"),
+        pytest.param(
+            "never-ready", Enforcement.DENY, id="a controller that never gets ready denies by default"
+        ),
+        pytest.param("hangs", Enforcement.DENY, id="a hanging controller denies by default"),
+        pytest.param("feature-off", Enforcement.WARN, id="a feature silently off warns by default"),
+    ],
+)
+def test_failure_sets_the_default_enforcement(tmp_path: Path, failure: str, enforcement: Enforcement) -> None:
+    assert _load_text(tmp_path, _gw_rule(failure=failure)).rules["gw-rule"].enforcement is enforcement
+
+
+def test_feature_off_can_still_be_configured_to_deny(tmp_path: Path) -> None:
+    rule = _load_text(tmp_path, _gw_rule(failure="feature-off", enforcement="deny")).rules["gw-rule"]
+    assert rule.enforcement is Enforcement.DENY
+
+
+BAD_FIELDS = [
+    (_gw_rule(crdKind="<drop>"), ["(gw-rule)", "field 'crdKind'"], "a rule without crdKind is refused"),
+    (
+        _gw_rule(crdKind="tlsroutes"),
+        ["(gw-rule)", "crdKind must be the Kind"],
+        "a plural as crdKind is refused",
+    ),
+    (_gw_rule(failure="<drop>"), ["(gw-rule)", "failure must be one of crash"], "a rule without failure"),
+    (_gw_rule(failure="explodes"), ["(gw-rule)", "'explodes'"], "an unknown failure is refused"),
+    (
+        _gw_rule(requires="{servedVersion: v1, exists: true}"),
+        ["(gw-rule)", "exactly one of", "servedVersion", "exists"],
+        "two requirements at once are refused",
+    ),
+    (
+        _gw_rule(requires="{listedMustBeServed: 2}"),
+        ["(gw-rule)", "requires.listedMustBeServed must be a string"],
+        "a numeric listed version is refused",
+    ),
+    (_gw_rule(requires="{exists: false}"), ["(gw-rule)", "exactly one of"], "exists false is refused"),
+    (_gw_rule(bundleVersion="{}"), ["(gw-rule)", "bundleVersion needs min, max"], "an empty window"),
+    (
+        _gw_rule(bundleVersion="{min: v1.6.0, max: v1.5.0}"),
+        ["(gw-rule)", "min 1.6.0 is above max 1.5.0"],
+        "a window upside down is refused",
+    ),
+    (
+        _gw_rule(bundleVersion="{min: one}"),
+        ["(gw-rule)", "bundleVersion.min", "'one'"],
+        "a window bound that is not a version",
+    ),
+    (_gw_rule(bundleVersion="{low: v1.5.0}"), ["bundleVersion", "['low']"], "a misspelt window field"),
+    (
+        _gw_rule(evidence="[{repo: a/b, tag: v1, path: x.go, ident: y}]"),
+        ["evidence[0]", "unknown field(s) ['ident']"],
+        "a misspelt evidence field is refused",
+    ),
+    (
+        _gw_rule(evidence="[{repo: a/b, tag: v1, path: x.go, identifier: ''}]"),
+        ["evidence[0]", "field 'identifier'"],
+        "an empty identifier is refused",
+    ),
+    (_gw_rule(crd="tlsroutes"), ["(gw-rule)", "crd must be a CRD name"], "a CRD name without group"),
+    (
+        _gw_rule().replace("images: [example/gw]", "images: [gw]"),
+        ["components[0]: detect", "'gw' must be a repository path"],
+        "a one-segment image is refused (it would match unrelated images)",
+    ),
+    (
+        _gw_rule().replace("images: [example/gw]", "images: [ghcr.io/example/gw]"),
+        ["'ghcr.io/example/gw' must be a repository path without registry"],
+        "an image with a registry is refused (detection ignores registries)",
+    ),
+    (
+        _gw_rule().replace("images: [example/gw]", "images: [example/gw:v1]"),
+        ["without registry or tag"],
+        "an image with a tag is refused",
+    ),
+    (
+        _gw_rule().replace("charts: [gw]", "charts: [gw]\n      imageValues: {tags: [image.tag]}"),
+        ["imageValues", "unknown field(s) ['tags']"],
+        "a misspelt imageValues field is refused",
+    ),
+    (
+        _gw_rule().replace("charts: [gw]", "charts: [gw]\n      tagSuffixes: -distroless"),
+        ["tagSuffixes must be a list"],
+        "tag suffixes as one string are refused",
+    ),
+    (
+        _gw_rule().replace("default: true", "default: yes-please"),
+        ["features.alpha", "default must be true or false"],
+        "a feature default that is not a boolean is refused",
+    ),
+    (
+        _gw_rule().replace("args: [--alpha]", "args: --alpha"),
+        ["features.alpha", "args must be a list"],
+        "feature args as one string are refused",
+    ),
+    (
+        _gw_rule().replace("env: {name: GW_ALPHA", "env: {nme: GW_ALPHA"),
+        ["features.alpha.env", "unknown field(s) ['nme']"],
+        "a misspelt env field is refused",
+    ),
+    (
+        _gw_rule().replace("chartName: gw", "chartname: gw"),
+        ["install", "unknown field(s) ['chartname']"],
+        "a misspelt install field is refused",
+    ),
+    (
+        _gw_rule().replace("releases: [v1.0.0, v1.1.0]", "releases: [v1.0.0, latest]"),
+        ["install: releases", "'latest'"],
+        "an install release that is not a version is refused",
+    ),
+    (
+        _gw_rule().replace("channel: experimental", "channel: beta"),
+        ["bundledCRDs[0]", "channel must be 'standard' or 'experimental'"],
+        "an unknown bundled channel is refused",
+    ),
+    (
+        _gw_rule().replace('versions: ">=1.1.0", ', 'versions: ">=one", '),
+        ["bundledCRDs[0]", "versions:", "'>=one'"],
+        "a bundled version range that does not parse is refused",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [pytest.param(t, e, id=i) for t, e, i in BAD_FIELDS])
+def test_bad_new_fields_are_refused_naming_file_and_field(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
+    with pytest.raises(CatalogError) as raised:
+        _load_text(tmp_path, text)
+    message = str(raised.value)
+    assert str(tmp_path / "team-catalog.yaml") in message
+    assert "\n" not in message
+    for fragment in expected:
+        assert fragment in message
+
+
+TLSROUTE = "tlsroutes.gateway.networking.k8s.io"
+
+
+@pytest.mark.parametrize(
+    ("rule_fields", "served", "annotation", "conflict"),
+    [
+        pytest.param({}, {"v1": True, "v1alpha2": False}, None, True, id="listed unserved is a conflict"),
+        pytest.param({}, {"v1": True}, None, False, id="not listed is tolerated"),
+        pytest.param({}, {"v1": True, "v1alpha2": True}, None, False, id="listed and served is fine"),
+        pytest.param(
+            {"requires": "{servedVersion: v1alpha2}"}, {"v1": True}, None, True,
+            id="servedVersion: not listed is a conflict",
+        ),
+        pytest.param(
+            {"bundleVersion": "{min: v1.5.0, max: v1.5.99}"}, {"v1alpha2": False}, "v1.5.1", True,
+            id="inside the bundle window the rule applies",
+        ),
+        pytest.param(
+            {"bundleVersion": "{min: v1.5.0, max: v1.5.99}"}, {"v1alpha2": False}, "v1.6.0", False,
+            id="above the bundle window the watch never starts",
+        ),
+        pytest.param(
+            {"bundleVersion": "{min: v1.5.0}"}, {"v1alpha2": False}, "v1.4.1", False,
+            id="below the bundle window the watch never starts",
+        ),
+        pytest.param(
+            {"bundleVersion": "{min: v1.5.0}"}, {"v1alpha2": False}, None, False,
+            id="a CRD without the bundle-version annotation is outside every window",
+        ),
+    ],
+)  # fmt: skip
+def test_requirement_kinds_and_bundle_windows(
+    tmp_path: Path,
+    rule_fields: dict[str, str],
+    served: dict[str, bool],
+    annotation: str | None,
+    conflict: bool,
+) -> None:
+    loaded = _load_text(tmp_path, _gw_rule(**rule_fields))
+    gw = deployment("v1.0.0", name="gw", namespace="gw", image="ghcr.io/example/gw:v1.0.0", labels={})
+    view = Cluster(loaded, [gw, crd(TLSROUTE, served, bundle_version=annotation)]).view()
+    assert [c.rule.id for c in audit(view, loaded)] == (["gw-rule"] if conflict else [])

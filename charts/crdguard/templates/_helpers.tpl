@@ -126,7 +126,7 @@ parse or is not a CompatibilityCatalog, naming the file.
 {{/* webhook.componentMatch plus the detection of catalog.extra components, as JSON. */}}
 {{- define "crdguard.componentMatch" -}}
 {{- $match := .Values.webhook.componentMatch -}}
-{{- $images := default list $match.imageNames -}}
+{{- $images := default list $match.images -}}
 {{- $labels := default list $match.labels -}}
 {{- $charts := default list $match.charts -}}
 {{- range $doc := include "crdguard.extraCatalogDocs" . | fromJsonArray -}}
@@ -137,23 +137,28 @@ parse or is not a CompatibilityCatalog, naming the file.
 {{- if $detect.labels }}{{ $labels = append $labels $detect.labels }}{{ end -}}
 {{- end -}}
 {{- end -}}
-{{- toJson (dict "imageNames" ($images | uniq | sortAlpha) "labels" $labels "charts" ($charts | uniq | sortAlpha)) -}}
+{{- toJson (dict "images" ($images | uniq | sortAlpha) "labels" $labels "charts" ($charts | uniq | sortAlpha)) -}}
 {{- end -}}
 
 {{/*
-CEL, true when a container of a Deployment runs an image named in componentMatch.imageNames,
-as crdguard's detection reads it: the last path segment of the repository, tagged, pinned by
-digest or untagged. has() guards keep it false, never an error, when fields are absent.
+CEL, true when a container of a Deployment runs an image of componentMatch.images, as crdguard's
+detection reads it: the repository path ends in one of them on whole segments ("/" + image, so the
+start of the image is a segment boundary too), followed by ":" (tag), "@" (digest) or nothing. A
+"library/<name>" entry also lists "<name>", for Docker Hub images written without "library/". One
+list and one exists() whatever the catalog's size, so the expression stays within the API server's
+limits; it may send a few more Deployments than crdguard recognises, never fewer. has() guards keep
+it false, never an error, when fields are absent.
 */}}
 {{- define "crdguard.cel.deployment" -}}
 {{- $match := include "crdguard.componentMatch" . | fromJson -}}
 {{- $any := list -}}
-{{- if $match.imageNames -}}
-{{- $forms := list -}}
-{{- range $name := $match.imageNames -}}
-{{- $forms = append $forms (printf "c.image.contains(%s) || c.image.contains(%s) || c.image.endsWith(%s) || c.image.startsWith(%s) || c.image.startsWith(%s) || c.image == %s" (printf "/%s:" $name | quote) (printf "/%s@" $name | quote) (printf "/%s" $name | quote) (printf "%s:" $name | quote) (printf "%s@" $name | quote) ($name | quote)) -}}
+{{- if $match.images -}}
+{{- $paths := list -}}
+{{- range $path := $match.images -}}
+{{- $paths = append $paths $path -}}
+{{- if hasPrefix "library/" $path }}{{ $paths = append $paths (trimPrefix "library/" $path) }}{{ end -}}
 {{- end -}}
-{{- $any = append $any (printf "(has(object.spec) && has(object.spec.template) && has(object.spec.template.spec) && has(object.spec.template.spec.containers) && object.spec.template.spec.containers.exists(c, has(c.image) && (%s)))" (join " || " $forms)) -}}
+{{- $any = append $any (printf "(has(object.spec) && has(object.spec.template) && has(object.spec.template.spec) && has(object.spec.template.spec.containers) && object.spec.template.spec.containers.exists(c, has(c.image) && %s.exists(p, (\"/\" + c.image).contains(\"/\" + p + \":\") || (\"/\" + c.image).contains(\"/\" + p + \"@\") || (\"/\" + c.image).endsWith(\"/\" + p))))" (toJson ($paths | uniq | sortAlpha))) -}}
 {{- end -}}
 {{- range $set := $match.labels -}}
 {{- $all := list "has(object.metadata.labels)" -}}

@@ -54,7 +54,7 @@ def conflict_record(conflict: Conflict, index: int) -> dict[str, Any]:
         "source": source_record(release),
         "crd": rule.crd,
         "crdInstalled": conflict.crd is not None,
-        "needs": rule.served_version,
+        "needs": rule.needed_version,
         "served": sorted(conflict.crd.served) if conflict.crd else [],
         "enforcement": rule.enforcement.value,
         "message": describe_conflict(conflict, index, after_change=False),

@@ -159,6 +159,28 @@ def test_the_demo_review_is_denied_with_403_and_the_message(demo: Service) -> No
 
 
 @pytest.mark.parametrize("dry_run", [False, True], ids=["a real request", "a dry-run request"])
+class BrokenView:
+    """A cluster view whose every lookup fails, as a bug in the rules would."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"broken view: {name}")
+
+
+def test_an_internal_error_is_a_500_in_the_review_not_a_403(catalog: Catalog) -> None:
+    state = RecordingState(inventory(catalog, [V1ALPHA3_ONLY]))
+    state.view = BrokenView()  # type: ignore[assignment]
+    for client in client_for(ServiceConfig(catalog, state)):
+        answer = post(client, admission_review("UPDATE", V1_ONLY, V1ALPHA3_ONLY))
+    assert answer.status_code == 200
+    response = answer.json()["response"]
+    assert response["allowed"] is False
+    assert response["status"] == {
+        "code": 500,
+        "reason": "InternalError",
+        "message": "crdguard internal error; see the crdguard logs",
+    }
+
+
 def test_dry_run_is_judged_like_a_real_request(demo: Service, dry_run: bool) -> None:
     answer = post(demo, admission_review("UPDATE", V1_ONLY, V1ALPHA3_ONLY, dry_run=dry_run)).json()[
         "response"

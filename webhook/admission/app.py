@@ -285,7 +285,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
             log.exception("internal error judging %s %s", review.kind, review.name)
             metrics.reviews.labels("errored", "none").inc()
             return Response(
-                build_response(review, False, "crdguard internal error; see the crdguard logs"),
+                build_response(
+                    review, False, "crdguard internal error; see the crdguard logs", internal_error=True
+                ),
                 media_type="application/json",
             )
         seconds = time.perf_counter() - started

@@ -472,6 +472,8 @@ def test_server_arguments(default_docs: list[Doc]) -> None:
         "--cert-dir=/certs",
         "--host=0.0.0.0",
         "--port=8443",
+        "--metrics-host=0.0.0.0",
+        "--metrics-port=8080",
         "--enforcement=deny",
         "--graceful-shutdown=20",
     ]
@@ -489,6 +491,7 @@ def test_the_arguments_parse_with_crdguards_own_parser(default_docs: list[Doc]) 
         8443,
         "info",
     )
+    assert (args.metrics_host, args.metrics_port, args.enable_state_endpoint) == ("0.0.0.0", 8080, False)
     pre_stop = container(default_docs)["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert args.graceful_shutdown + pre_stop < pod_spec(default_docs)["terminationGracePeriodSeconds"]
 
@@ -501,14 +504,26 @@ def test_the_arguments_parse_with_crdguards_own_parser(default_docs: list[Doc]) 
         pytest.param(
             "Service",
             "spec.ports",
-            [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}],
-            id="the Service listens on 443",
+            [
+                {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"},
+                {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"},
+            ],
+            id="the Service listens on 443 for reviews and on 8080 for metrics",
         ),
         pytest.param(
             "Deployment",
             "spec.template.spec.containers.0.ports",
-            [{"name": "https", "containerPort": 8443, "protocol": "TCP"}],
-            id="the container serves 8443 as https",
+            [
+                {"name": "https", "containerPort": 8443, "protocol": "TCP"},
+                {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
+            ],
+            id="the container serves 8443 as https and 8080 as metrics",
+        ),
+        pytest.param(
+            "Deployment",
+            "spec.template.spec.containers.0.readinessProbe.httpGet",
+            {"path": "/readyz", "port": "https", "scheme": "HTTPS"},
+            id="the readiness probe asks the admission port, which serves /readyz",
         ),
         pytest.param(
             "ClusterRoleBinding",
@@ -674,6 +689,73 @@ OVERRIDES: list[Any] = [
         ),
         id="extra catalogs are passed in file-name order",
     ),
+    pytest.param(
+        [],
+        lambda docs: (
+            not [d for d in docs if d["kind"] in ("ServiceMonitor", "NetworkPolicy")]
+            and "--enable-state-endpoint" not in container(docs)["args"]
+        ),
+        id="no ServiceMonitor, no NetworkPolicy and no /state by default",
+    ),
+    pytest.param(
+        ["--set", "metrics.enableStateEndpoint=true"],
+        lambda docs: "--enable-state-endpoint" in container(docs)["args"],
+        id="enableStateEndpoint turns /state on",
+    ),
+    pytest.param(
+        ["--set", "metrics.port=9090", "--set", "metrics.host=127.0.0.1"],
+        lambda docs: (
+            {"--metrics-port=9090", "--metrics-host=127.0.0.1"} <= set(container(docs)["args"])
+            and container(docs)["ports"][1] == {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}
+            and one(docs, "Service")["spec"]["ports"][1]["port"] == 9090
+        ),
+        id="metrics.port and metrics.host reach the server, the container and the Service",
+    ),
+    pytest.param(
+        [
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.serviceMonitor.labels.release=prom",
+        ],
+        lambda docs: (
+            one(docs, "ServiceMonitor")["spec"]["endpoints"]
+            == [{"port": "metrics", "path": "/metrics", "scheme": "http", "interval": "30s"}]
+            and one(docs, "ServiceMonitor")["spec"]["selector"]["matchLabels"]
+            == one(docs, "Service")["spec"]["selector"]
+            and one(docs, "ServiceMonitor")["metadata"]["labels"]["release"] == "prom"
+        ),
+        id="the ServiceMonitor scrapes the Service's metrics port",
+    ),
+    pytest.param(
+        [
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring",
+        ],
+        lambda docs: (
+            one(docs, "NetworkPolicy")["spec"]["ingress"]
+            == [
+                {"ports": [{"port": "https", "protocol": "TCP"}]},
+                {
+                    "from": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+                    "ports": [{"port": "metrics", "protocol": "TCP"}],
+                },
+            ]
+            and one(docs, "NetworkPolicy")["spec"]["podSelector"]["matchLabels"]
+            == one(docs, "Service")["spec"]["selector"]
+        ),
+        id="the NetworkPolicy opens the admission port to all and metrics only to metricsFrom",
+    ),
+    pytest.param(
+        ["--set", "networkPolicy.enabled=true"],
+        lambda docs: (
+            one(docs, "NetworkPolicy")["spec"]["ingress"]
+            == [{"ports": [{"port": "https", "protocol": "TCP"}]}]
+        ),
+        id="a NetworkPolicy without metricsFrom closes the metrics port",
+    ),
 ]
 
 
@@ -752,6 +834,11 @@ def test_the_extra_catalog_used_here_is_one_crdguard_accepts(tmp_path: Path) -> 
             id="a preStop sleep that eats the grace period fails",
         ),
         pytest.param(
+            ["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.host=127.0.0.1"],
+            "metrics.host=127.0.0.1 keeps the metrics port pod-local",
+            id="a ServiceMonitor for a pod-local metrics port fails",
+        ),
+        pytest.param(
             ["--set", "replicaCount=1"],
             "podDisruptionBudget.minAvailable (1) must be lower than replicaCount (1)",
             id="a PDB that blocks every drain fails",
@@ -796,6 +883,17 @@ SCHEMA_REJECTIONS = [
     ("webhook.failurePolicy=fail", "at '/webhook/failurePolicy'", "failurePolicy must be spelt exactly"),
     ("webhook.url=http://127.0.0.1:9443/validate", "at '/webhook/url'", "a plain-HTTP URL is rejected"),
     ("replicaCount=two", "at '/replicaCount'", "a replica count that is text is rejected"),
+    ("metrics.port=8443", "at '/metrics/port'", "a metrics port on the admission port is rejected"),
+    (
+        "metrics.serviceMonitor.enable=true",
+        "at '/metrics/serviceMonitor': additional properties 'enable'",
+        "a misspelt ServiceMonitor switch is rejected",
+    ),
+    (
+        "networkPolicy.metricsFrom[0].namespaceSelectr.x=y",
+        "additional properties 'namespaceSelectr'",
+        "a misspelt NetworkPolicy peer is rejected",
+    ),
     (
         "resources.requests.gpu=1",
         "at '/resources/requests': additional properties 'gpu'",

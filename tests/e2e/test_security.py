@@ -433,7 +433,7 @@ def test_logs_never_include_values_or_secrets(
                     "get", "helmreleases,secrets", f"--namespace={KGATEWAY_NS}", "--output=json"
                 ).stdout
                 outputs += [json.dumps(state), "\n".join(f"{k} {v}" for k, v in serve.metrics().items())]
-                outputs.append(serve.get("/metrics")[1].decode())
+                outputs.append(serve.metrics_get("/metrics")[1].decode())
             finally:
                 delete(plane, "validatingwebhookconfiguration", "crdguard-e2e-canary")
                 for name in ("existing", "denied", "allowed"):

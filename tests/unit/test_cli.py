@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -294,6 +295,26 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "error" in done.stderr
+
+
+def test_serve_on_an_occupied_metrics_port_exits_2_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = crdguard(
+            "serve",
+            "--insecure",
+            "--cluster",
+            "examples/demo/cluster",
+            "--port",
+            "0",
+            "--metrics-port",
+            str(port),
+        )
+    assert done.returncode == 2
+    assert f"--metrics-port {port}: cannot listen" in done.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr
 
 
 def test_the_reported_rule_catalog_changes_the_verdict(upstream: Path, tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """The HTTP service: FastAPI routes over the wire format and the rules.
 
-This layer alone knows HTTP: it caps the body, checks Content-Type, answers
+The admission port serves only ``/validate``, ``/healthz`` and ``/readyz``; metrics and
+``/state`` have their own port (``webhook.admission.metrics_server``). This layer alone knows
+HTTP: it caps the body, checks Content-Type, answers
 in the AdmissionReview version it was asked in, and turns malformed input
 into 4xx answers that say what is wrong.
 """
@@ -17,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from webhook.admission.review import AdmissionRequest, ReviewError, build_response, decode, parse_review
@@ -239,6 +241,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
         title="crdguard",
         summary="Validating admission webhook for CRD / controller version conflicts",
         lifespan=lifespan,
+        # Only the API server and the probes talk to this port; the schema stays in app.openapi().
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = metrics
     app.state.config = config
@@ -279,7 +285,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
             log.exception("internal error judging %s %s", review.kind, review.name)
             metrics.reviews.labels("errored", "none").inc()
             return Response(
-                build_response(review, False, "crdguard internal error; see the crdguard logs"),
+                build_response(
+                    review, False, "crdguard internal error; see the crdguard logs", internal_error=True
+                ),
                 media_type="application/json",
             )
         seconds = time.perf_counter() - started
@@ -297,13 +305,5 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def readyz() -> JSONResponse:
         ready, reason = config.state.readiness()
         return JSONResponse({"ready": ready, "reason": reason}, status_code=200 if ready else 503)
-
-    @app.get("/state")
-    def state() -> dict[str, Any]:
-        return config.state.describe()
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -37,6 +37,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=int(3 * 1024 * 1024 * 1.1),
         help="largest request body accepted (default: the API server's 3 MiB limit + 10%%)",
     )
+    serve.add_argument(
+        "--metrics-port", type=int, default=8080, help="port of /metrics (and /state), plain HTTP"
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics port (0.0.0.0 for Prometheus in the cluster; 127.0.0.1 for a sidecar)",
+    )
+    serve.add_argument(
+        "--metrics-cert-dir",
+        metavar="DIR",
+        help="serve the metrics port over TLS with tls.crt and tls.key from this directory",
+    )
+    serve.add_argument(
+        "--enable-state-endpoint",
+        action="store_true",
+        help="serve GET /state (the cluster inventory crdguard holds) on the metrics port",
+    )
     serve.add_argument("--body-timeout", type=float, default=10.0, help="seconds to receive a body")
     serve.add_argument("--keep-alive", type=int, default=75, help="idle keep-alive timeout, seconds")
     serve.add_argument(
@@ -87,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from webhook.admission.app import ServiceConfig, create_app
+    from webhook.admission.metrics_server import MetricsServer
     from webhook.admission.tls import ReloadingTLS
 
     if not args.insecure and not args.cert_dir:
@@ -113,8 +132,32 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise UsageError(f"--cert-dir {args.cert_dir}: cannot load tls.crt/tls.key: {exc}") from None
         tls.start()
+    metrics_tls = None
+    if args.metrics_cert_dir:
+        try:
+            metrics_tls = ReloadingTLS(args.metrics_cert_dir)
+        except (OSError, ValueError) as exc:
+            raise UsageError(
+                f"--metrics-cert-dir {args.metrics_cert_dir}: cannot load tls.crt/tls.key: {exc}"
+            ) from None
+        metrics_tls.start()
+    app = create_app(config)
+    try:
+        metrics_server = MetricsServer(
+            app.state.metrics,
+            args.metrics_host,
+            args.metrics_port,
+            state=config.state if args.enable_state_endpoint else None,
+            tls=metrics_tls,
+        )
+    except OSError as exc:
+        raise UsageError(
+            f"--metrics-host {args.metrics_host} --metrics-port {args.metrics_port}: "
+            f"cannot listen: {exc.strerror}"
+        ) from None
+    metrics_server.start()
     server_config = uvicorn.Config(
-        create_app(config),
+        app,
         host=args.host,
         port=args.port,
         loop="uvloop",
@@ -126,8 +169,20 @@ def run(args: argparse.Namespace) -> int:
         ssl_context_factory=(lambda _config, _default: tls.context) if tls else None,
     )
     scheme = "https" if tls else "http"
-    logging.getLogger("crdguard").info("serving on %s://%s:%d", scheme, args.host, args.port)
-    uvicorn.Server(server_config).run(sockets=[sock])
-    if tls:
-        tls.stop()
+    log = logging.getLogger("crdguard")
+    log.info("serving on %s://%s:%d", scheme, args.host, args.port)
+    log.info(
+        "metrics on %s://%s:%d/metrics%s",
+        "https" if metrics_tls else "http",
+        args.metrics_host,
+        metrics_server.port,
+        " and /state" if args.enable_state_endpoint else "",
+    )
+    try:
+        uvicorn.Server(server_config).run(sockets=[sock])
+    finally:
+        metrics_server.stop()
+        for reloading in (tls, metrics_tls):
+            if reloading:
+                reloading.stop()
     return EXIT_OK

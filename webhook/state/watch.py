@@ -289,14 +289,6 @@ class WatchedState:
             except OSError:  # already closed: the thread is exiting anyway
                 log.debug("shutting down a watch stream failed", exc_info=True)
 
-    def wait_synced(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.readiness()[0]:
-                return True
-            time.sleep(0.05)
-        return False
-
     def readiness(self) -> tuple[bool, str]:
         # Ready after the first full list of every type whose CRD is present; afterwards it stays
         # ready while a watch reconnects: the last known state beats no answer (see docs).

@@ -218,6 +218,9 @@ matchExpressions:
 {{- if ge (add (int .Values.gracefulShutdownSeconds) (int .Values.preStopSleepSeconds)) (int .Values.terminationGracePeriodSeconds) -}}
 {{- fail (printf "gracefulShutdownSeconds (%d) + preStopSleepSeconds (%d) must be lower than terminationGracePeriodSeconds (%d), or pods are killed while finishing reviews" (int .Values.gracefulShutdownSeconds) (int .Values.preStopSleepSeconds) (int .Values.terminationGracePeriodSeconds)) -}}
 {{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (has .Values.metrics.host (list "127.0.0.1" "localhost" "::1")) -}}
+{{- fail (printf "metrics.serviceMonitor.enabled scrapes the pods through the Service, but metrics.host=%s keeps the metrics port pod-local; set metrics.host=0.0.0.0 or turn the ServiceMonitor off" .Values.metrics.host) -}}
+{{- end -}}
 {{- if and (include "crdguard.inCluster" .) .Values.podDisruptionBudget.enabled (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- fail (printf "podDisruptionBudget.minAvailable (%d) must be lower than replicaCount (%d), or no node holding a crdguard pod can ever be drained; raise replicaCount or set podDisruptionBudget.enabled=false" (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- end -}}

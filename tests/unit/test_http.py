@@ -158,7 +158,6 @@ def test_the_demo_review_is_denied_with_403_and_the_message(demo: Service) -> No
     assert "{range .spec.versions[*]}{.name}={.served}" in message
 
 
-@pytest.mark.parametrize("dry_run", [False, True], ids=["a real request", "a dry-run request"])
 class BrokenView:
     """A cluster view whose every lookup fails, as a bug in the rules would."""
 
@@ -181,6 +180,7 @@ def test_an_internal_error_is_a_500_in_the_review_not_a_403(catalog: Catalog) ->
     }
 
 
+@pytest.mark.parametrize("dry_run", [False, True], ids=["a real request", "a dry-run request"])
 def test_dry_run_is_judged_like_a_real_request(demo: Service, dry_run: bool) -> None:
     answer = post(demo, admission_review("UPDATE", V1_ONLY, V1ALPHA3_ONLY, dry_run=dry_run)).json()[
         "response"

@@ -49,6 +49,14 @@ class ClusterState(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+class Background(Protocol):
+    """Work that runs beside the service (webhook registration, conflict tracking)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     catalog: Catalog
@@ -56,6 +64,7 @@ class ServiceConfig:
     enforcement: Enforcement = Enforcement.DENY
     max_body_bytes: int = DEFAULT_MAX_BODY
     body_timeout_seconds: float = 10.0
+    background: tuple[Background, ...] = ()
 
 
 class Metrics:
@@ -230,9 +239,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         config.state.start()
+        for task in config.background:
+            task.start()
         try:
             yield
         finally:
+            for task in reversed(config.background):
+                task.stop()
             config.state.stop()
 
     app = FastAPI(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+from types import FrameType
 from typing import Any
 
 from webhook.cli.common import EXIT_OK, UsageError, add_common, catalog_of
@@ -27,6 +30,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument(
         "--graceful-shutdown", type=int, default=20, help="seconds to finish in-flight reviews"
     )
+    serve.add_argument(
+        "--register-webhook",
+        metavar="FILE",
+        help="ValidatingWebhookConfiguration whose webhooks crdguard writes into the existing object of "
+        "that name once its cluster view has synced and it serves, and removes on shutdown (the chart "
+        "mounts this file); needs --kubeconfig or --in-cluster",
+    )
+    serve.add_argument(
+        "--peers-service",
+        metavar="NAMESPACE/NAME",
+        help="with --register-webhook: on shutdown, keep the webhooks registered while another ready "
+        "endpoint of this Service (not --pod-ip) can answer",
+    )
+    serve.add_argument(
+        "--pod-ip",
+        default=os.environ.get("POD_IP", ""),
+        help="this replica's address in --peers-service (default: $POD_IP)",
+    )
     serve.set_defaults(func=run)
 
 
@@ -36,6 +57,27 @@ def state_of(args: argparse.Namespace, catalog: Catalog) -> Any:
 
         return WatchedState.connect(catalog, kubeconfig=args.kubeconfig)
     return StaticState(inventory_from_files(args.cluster, catalog), list(args.cluster))
+
+
+def registration_of(args: argparse.Namespace, state: Any, serving: Any) -> Any:
+    """The WebhookRegistration for --register-webhook, ready once the state synced and the port is bound."""
+    from webhook.state.registration import DesiredWebhooks, Peers, RegistrationError, WebhookRegistration
+
+    if not (getattr(args, "kubeconfig", None) or getattr(args, "in_cluster", False)):
+        raise UsageError("--register-webhook writes to the API server: give --kubeconfig or --in-cluster")
+    try:
+        desired = DesiredWebhooks.from_file(args.register_webhook)
+    except RegistrationError as exc:
+        raise UsageError(f"--register-webhook {exc}") from None
+    peers = None
+    if args.peers_service:
+        namespace, _, service = args.peers_service.partition("/")
+        if not namespace or not service:
+            raise UsageError(f"--peers-service must be NAMESPACE/NAME, got {args.peers_service!r}")
+        peers = Peers(namespace, service, args.pod_ip)
+    return WebhookRegistration(
+        state.kube, desired, ready=lambda: serving.started and state.readiness()[0], peers=peers
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,12 +93,18 @@ def run(args: argparse.Namespace) -> int:
     if args.insecure and args.client_ca_file:
         raise UsageError("--client-ca-file needs TLS; it cannot be combined with --insecure")
     catalog = catalog_of(args)
+    state = state_of(args, catalog)
+    serving = _Server()
+    background = []
+    if args.register_webhook:
+        background.append(registration_of(args, state, serving))
     config = ServiceConfig(
         catalog=catalog,
-        state=state_of(args, catalog),
+        state=state,
         enforcement=Enforcement(args.enforcement),
         max_body_bytes=args.max_body_bytes,
         body_timeout_seconds=args.body_timeout,
+        background=tuple(background),
     )
     tls = None
     if not args.insecure:
@@ -79,7 +127,33 @@ def run(args: argparse.Namespace) -> int:
     )
     scheme = "https" if tls else "http"
     logging.getLogger("crdguard").info("serving on %s://%s:%d", scheme, args.host, args.port)
-    uvicorn.Server(server_config).run()
+    serving.serve_with(server_config, on_exit=[task.stop for task in background])
     if tls:
         tls.stop()
     return EXIT_OK
+
+
+class _Server:
+    """uvicorn's Server, started late (the registration needs to see ``started``), that runs
+    ``on_exit`` as soon as a signal asks it to stop, while it still answers: webhooks are
+    unregistered before the listener closes, not after the last review."""
+
+    def __init__(self) -> None:
+        self.server: Any = None
+
+    @property
+    def started(self) -> bool:
+        return bool(self.server is not None and self.server.started)
+
+    def serve_with(self, config: Any, on_exit: list[Any]) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                if not self.should_exit and sig in (signal.SIGTERM, signal.SIGINT):
+                    for stop in on_exit:
+                        stop()
+                super().handle_exit(sig, frame)
+
+        self.server = Server(config)
+        self.server.run()

@@ -53,6 +53,7 @@ class Inventory:
         self._by_component: dict[str, dict[ObjectRef, tuple[ComponentRelease, ...]]] = {}
         self._users: dict[ObjectRef, frozenset[ObjectRef]] = {}  # OCIRepository -> HelmReleases
         self.generation = 0
+        self._touched: set[ObjectRef] = set()  # written since the last drain_touched()
 
     # -- ClusterView ---------------------------------------------------------------------
     def crd(self, name: str) -> CRDInfo | None:
@@ -76,6 +77,7 @@ class Inventory:
     # -- writes --------------------------------------------------------------------------
     def upsert(self, summary: Summary) -> None:
         with self._write:
+            self._touched.add(summary_ref(summary))
             self._remove_locked(summary_ref(summary))
             if isinstance(summary, CRDInfo):
                 self._crds[summary.name] = summary
@@ -95,6 +97,7 @@ class Inventory:
 
     def remove(self, ref: ObjectRef) -> None:
         with self._write:
+            self._touched.add(ref)
             self._remove_locked(ref)
             self.generation += 1
 
@@ -106,6 +109,12 @@ class Inventory:
             self.remove(ref)
         for summary in fresh.values():
             self.upsert(summary)
+
+    def drain_touched(self) -> set[ObjectRef]:
+        """The objects written (upserted or removed) since the last call, for incremental audits."""
+        with self._write:
+            touched, self._touched = self._touched, set()
+        return touched
 
     def refs(self, kind: str) -> list[ObjectRef]:
         if kind == "CustomResourceDefinition":

@@ -94,7 +94,7 @@ class WatchStatus:
 
 
 class KubeClient:
-    """Raw JSON GETs through the official client's configuration, auth and TLS."""
+    """Raw JSON requests through the official client's configuration, auth and TLS."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
@@ -112,6 +112,27 @@ class KubeClient:
         if status >= 400:
             raise ApiException(status=status, reason=data[:200].decode(errors="replace"))
         return json.loads(data)
+
+    def send(self, method: str, path: str, body: Any, timeout: float = 10) -> Any:
+        """A write (POST, PUT, PATCH as merge patch); ApiException on any status >= 400."""
+        content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        method, url, headers, data, post = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        self.requests += 1
+        response = self.api_client.call_api(method, url, headers, data, post, _request_timeout=(5, timeout))
+        try:
+            status = response.status
+            payload = response.read()
+        finally:
+            response.response.release_conn()
+        if status >= 400:
+            raise ApiException(status=status, reason=payload[:300].decode(errors="replace"))
+        return json.loads(payload) if payload else None
 
     def stream(self, path: str, query: Mapping[str, str | int], timeout: float) -> Any:
         response = self._request(path, query, timeout)

@@ -536,6 +536,7 @@ def test_cluster_role_reads_the_four_judged_kinds_and_writes_only_its_own_webhoo
         (r["apiGroups"][0], r["resources"][0], tuple(r["verbs"]), tuple(r.get("resourceNames", ())))
         for r in rules
     ) == [
+        ("", "events", ("create",), ()),
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("get", "update"), (FULLNAME,)),
         ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch"), ()),
         ("apps", "deployments", ("get", "list", "watch"), ()),

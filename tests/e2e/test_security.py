@@ -67,6 +67,7 @@ CHART_RULES = [
         "resourceNames": ["crdguard"],
         "verbs": ["get", "update"],
     },
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 
 

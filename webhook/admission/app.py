@@ -113,6 +113,21 @@ class StateCollector:
                 "Requests made to the API server",
                 value=described["apiRequests"],
             )
+        if "conflicts" in described:
+            labels = ["rule", "component", "namespace", "name", "crd"]
+            conflicts = GaugeMetricFamily(
+                "crdguard_conflicts",
+                "1 per conflict present in the cluster now (crdguard audit)",
+                labels=labels,
+            )
+            for found in described["conflicts"]:
+                conflicts.add_metric([found[label] for label in labels], 1.0)
+            yield conflicts
+            yield GaugeMetricFamily(
+                "crdguard_conflicts_total",
+                "Conflicts present in the cluster now",
+                value=len(described["conflicts"]),
+            )
         watches = described.get("watches", {})
         for name, help_text in (
             ("connected", "1 while the watch stream of a type is open"),

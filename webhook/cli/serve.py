@@ -48,6 +48,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=os.environ.get("POD_IP", ""),
         help="this replica's address in --peers-service (default: $POD_IP)",
     )
+    serve.add_argument(
+        "--no-conflict-events",
+        action="store_true",
+        help="with a live cluster: export crdguard_conflicts but create no Kubernetes Event when a "
+        "conflict appears",
+    )
     serve.set_defaults(func=run)
 
 
@@ -96,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
     state = state_of(args, catalog)
     serving = _Server()
     background = []
+    if getattr(state, "kube", None) is not None:
+        from webhook.state.conflicts import ConflictTracker
+
+        state.tracker = ConflictTracker(state.kube, state, events=not args.no_conflict_events)
+        background.append(state.tracker)
     if args.register_webhook:
         background.append(registration_of(args, state, serving))
     config = ServiceConfig(

@@ -210,6 +210,7 @@ class WatchedState:
         self.status = {r.kind: WatchStatus(r) for r in RESOURCES}
         self._stop = threading.Event()
         self._streams: dict[str, Any] = {}
+        self.tracker: Any = None  # a ConflictTracker (state/conflicts.py) when serve tracks conflicts
 
     @classmethod
     def connect(cls, catalog: Catalog, kubeconfig: str | None = None) -> WatchedState:
@@ -277,7 +278,21 @@ class WatchedState:
                 }
                 for s in self.status.values()
             },
+            **({"conflicts": self._conflicts()} if self.tracker is not None else {}),
         }
+
+    def _conflicts(self) -> list[dict[str, str]]:
+        return [
+            {
+                "rule": c.rule.id,
+                "component": c.release.component,
+                "kind": c.release.source.kind,
+                "namespace": c.release.source.namespace or "",
+                "name": c.release.source.name,
+                "crd": c.rule.crd,
+            }
+            for c in self.tracker.conflicts()
+        ]
 
     # -- the watch loop -----------------------------------------------------------------
     def _run(self, status: WatchStatus) -> None:

@@ -53,6 +53,9 @@ DEFAULT_CRDS = [
 WEBHOOKS = ("crds.crdguard.io", "deployments.crdguard.io", "flux.crdguard.io")
 KGATEWAY_IMAGE = "registry.example/kgateway-dev/kgateway"
 CRDGUARD = Path(sys.executable).parent / "crdguard"
+IMAGE_REPOSITORY = "registry.example/crdguard"
+# The chart has no default image (values.yaml says why): every install and rendering names one.
+IMAGE = ["--set", f"image.repository={IMAGE_REPOSITORY}"]
 # Placeholders in helm arguments for files the `helm` fixture writes.
 CA_BUNDLE_FILE = "{ca_bundle_file}"
 EXTRA_CATALOG_FILE = "{extra_catalog_file}"
@@ -145,7 +148,15 @@ class Helm:
 
     def template(self, *args: str) -> list[Doc]:
         out = self.run(
-            "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION, *args
+            "template",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--kube-version",
+            KUBE_VERSION,
+            *IMAGE,
+            *args,
         ).stdout
         return [d for d in yaml.safe_load_all(out) if d]
 
@@ -172,8 +183,14 @@ def one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
     return found[0]
 
 
-def webhooks(docs: list[Doc]) -> dict[str, Doc]:
-    return {w["name"]: w for w in one(docs, "ValidatingWebhookConfiguration")["webhooks"]}
+def registered_config(docs: list[Doc], fullname: str = FULLNAME) -> Doc:
+    """The configuration crdguard registers (--register-webhook): the chart's ConfigMap file."""
+    config: Doc = yaml.safe_load(one(docs, "ConfigMap", f"{fullname}-webhook")["data"]["webhook.yaml"])
+    return config
+
+
+def webhooks(docs: list[Doc], fullname: str = FULLNAME) -> dict[str, Doc]:
+    return {w["name"]: w for w in registered_config(docs, fullname)["webhooks"]}
 
 
 def pod_spec(docs: list[Doc]) -> Doc:
@@ -202,47 +219,34 @@ def default_docs(helm: Helm) -> list[Doc]:
 
 @mode_params
 def test_lint_strict_passes(helm: Helm, mode: str) -> None:
-    result = helm.run("lint", "--strict", str(CHART), "--namespace", NAMESPACE, *MODES[mode])
+    result = helm.run("lint", "--strict", str(CHART), "--namespace", NAMESPACE, *IMAGE, *MODES[mode])
     assert "0 chart(s) failed" in result.stdout
 
 
+IN_CLUSTER_KINDS = [
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ConfigMap",
+    "Deployment",
+    "Pod",
+    "PodDisruptionBudget",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "ServiceAccount",
+    "ValidatingWebhookConfiguration",
+]
 EXPECTED_KINDS = {
-    "selfSigned": [
+    "selfSigned": sorted([*IN_CLUSTER_KINDS, "Secret"]),
+    "certManager": sorted([*IN_CLUSTER_KINDS, "Certificate", "Certificate", "Issuer", "Issuer"]),
+    "existingSecret": IN_CLUSTER_KINDS,
+    "url": [
         "ClusterRole",
         "ClusterRoleBinding",
-        "Deployment",
-        "Pod",
-        "PodDisruptionBudget",
-        "Secret",
-        "Service",
+        "ConfigMap",
         "ServiceAccount",
         "ValidatingWebhookConfiguration",
     ],
-    "certManager": [
-        "Certificate",
-        "Certificate",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Deployment",
-        "Issuer",
-        "Issuer",
-        "Pod",
-        "PodDisruptionBudget",
-        "Service",
-        "ServiceAccount",
-        "ValidatingWebhookConfiguration",
-    ],
-    "existingSecret": [
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Deployment",
-        "Pod",
-        "PodDisruptionBudget",
-        "Service",
-        "ServiceAccount",
-        "ValidatingWebhookConfiguration",
-    ],
-    "url": ["ClusterRole", "ClusterRoleBinding", "ServiceAccount", "ValidatingWebhookConfiguration"],
 }
 
 
@@ -255,8 +259,8 @@ def test_renders_the_objects_of_the_mode(helm: Helm, mode: str) -> None:
 @mode_params
 def test_webhooks_reach_crdguard_with_the_right_ca(helm: Helm, mode: str, ca_pem: bytes) -> None:
     docs = helm.template(*MODES[mode])
-    config = one(docs, "ValidatingWebhookConfiguration")
-    annotations = config["metadata"].get("annotations", {})
+    config = registered_config(docs)
+    annotations = one(docs, "ValidatingWebhookConfiguration")["metadata"].get("annotations", {})
     expected_service = {"name": FULLNAME, "namespace": NAMESPACE, "path": "/validate", "port": 443}
     for webhook in config["webhooks"]:
         client = webhook["clientConfig"]
@@ -438,7 +442,9 @@ def test_component_match_conditions(default_docs: list[Doc], name: str, fragment
         pytest.param("containers.0.livenessProbe.httpGet.path", "/healthz", id="liveness probes /healthz"),
         pytest.param("containers.0.livenessProbe.httpGet.scheme", "HTTPS", id="liveness probes over HTTPS"),
         pytest.param(
-            "containers.0.image", "crdguard/crdguard:0.1.0", id="the image tag defaults to appVersion"
+            "containers.0.image",
+            f"{IMAGE_REPOSITORY}:0.1.0",
+            id="the image tag defaults to appVersion",
         ),
         pytest.param(
             "containers.0.resources",
@@ -476,6 +482,8 @@ def test_server_arguments(default_docs: list[Doc]) -> None:
         "--metrics-port=8080",
         "--enforcement=deny",
         "--graceful-shutdown=20",
+        "--register-webhook=/etc/crdguard/webhook/webhook.yaml",
+        f"--peers-service={NAMESPACE}/{FULLNAME}",
     ]
 
 
@@ -537,21 +545,62 @@ def test_object_field(default_docs: list[Doc], kind: str, path: str, expected: o
     assert dig(one(default_docs, kind), path) == expected
 
 
-def test_cluster_role_only_reads_the_four_judged_kinds(default_docs: list[Doc]) -> None:
+def test_cluster_role_reads_the_four_judged_kinds_and_writes_only_its_own_webhooks(
+    default_docs: list[Doc],
+) -> None:
     rules = one(default_docs, "ClusterRole")["rules"]
-    assert sorted((r["apiGroups"][0], r["resources"][0], tuple(r["verbs"])) for r in rules) == [
-        ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
-        ("apps", "deployments", ("get", "list", "watch")),
-        ("helm.toolkit.fluxcd.io", "helmreleases", ("get", "list", "watch")),
-        ("source.toolkit.fluxcd.io", "ocirepositories", ("get", "list", "watch")),
+    assert sorted(
+        (r["apiGroups"][0], r["resources"][0], tuple(r["verbs"]), tuple(r.get("resourceNames", ())))
+        for r in rules
+    ) == [
+        ("", "events", ("create",), ()),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("get", "update"), (FULLNAME,)),
+        ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch"), ()),
+        ("apps", "deployments", ("get", "list", "watch"), ()),
+        ("helm.toolkit.fluxcd.io", "helmreleases", ("get", "list", "watch"), ()),
+        ("source.toolkit.fluxcd.io", "ocirepositories", ("get", "list", "watch"), ()),
     ]
     assert all(len(r["apiGroups"]) == 1 and len(r["resources"]) == 1 for r in rules)
+    role = one(default_docs, "Role")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}
+    ]
+
+
+def test_helm_installs_the_webhook_configuration_empty(default_docs: list[Doc]) -> None:
+    shell = one(default_docs, "ValidatingWebhookConfiguration")
+    assert shell["metadata"]["name"] == FULLNAME
+    assert "webhooks" not in shell, "a configuration with webhooks would be live before any pod is ready"
+    assert registered_config(default_docs)["metadata"]["name"] == FULLNAME
+    assert set(webhooks(default_docs)) == set(WEBHOOKS)
+
+
+def test_the_pods_mount_the_webhooks_they_register(default_docs: list[Doc]) -> None:
+    volumes = {v["name"]: v for v in pod_spec(default_docs)["volumes"]}
+    assert volumes["webhook"]["configMap"]["name"] == f"{FULLNAME}-webhook"
+    mounts = {m["name"]: m["mountPath"] for m in container(default_docs)["volumeMounts"]}
+    assert mounts["webhook"] == "/etc/crdguard/webhook"
+    env = {e["name"]: e for e in container(default_docs)["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+
+
+def test_installing_without_an_image_fails_and_says_how_to_build_one(helm: Helm) -> None:
+    result = helm.run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, check=False)
+    assert result.returncode != 0
+    assert "image.repository is required" in result.stderr
+    assert "Dockerfile" in result.stderr
+    assert "docker build -t <registry>/crdguard:0.1.0 . && docker push" in result.stderr
 
 
 def test_rbac_covers_every_kind_the_rules_judge(default_docs: list[Doc]) -> None:
     from webhook.rules.objects import JUDGED_KINDS
 
-    granted = {(r["apiGroups"][0], r["resources"][0]) for r in one(default_docs, "ClusterRole")["rules"]}
+    granted = {
+        (r["apiGroups"][0], r["resources"][0])
+        for r in one(default_docs, "ClusterRole")["rules"]
+        if "list" in r["verbs"]
+    }
     resources = {"CustomResourceDefinition": "customresourcedefinitions", "Deployment": "deployments"}
     resources |= {"HelmRelease": "helmreleases", "OCIRepository": "ocirepositories"}
     assert granted == {(group, resources[kind]) for group, kind in JUDGED_KINDS}
@@ -618,14 +667,14 @@ OVERRIDES: list[Any] = [
     pytest.param(
         ["--set", "image.digest=sha256:" + "a" * 64, "--set", "image.pullPolicy=Always"],
         lambda docs: (
-            container(docs)["image"] == "crdguard/crdguard@sha256:" + "a" * 64
+            container(docs)["image"] == f"{IMAGE_REPOSITORY}@sha256:" + "a" * 64
             and container(docs)["imagePullPolicy"] == "Always"
         ),
         id="a digest pins the image",
     ),
     pytest.param(
         ["--set", "image.tag=dev"],
-        lambda docs: container(docs)["image"] == "crdguard/crdguard:dev",
+        lambda docs: container(docs)["image"] == f"{IMAGE_REPOSITORY}:dev",
         id="image.tag replaces appVersion",
     ),
     pytest.param(
@@ -665,7 +714,7 @@ OVERRIDES: list[Any] = [
     pytest.param(
         extra_catalog_args(),
         lambda docs: (
-            one(docs, "ConfigMap")["data"] == {"50-site.yaml": EXTRA_CATALOG}
+            one(docs, "ConfigMap", f"{FULLNAME}-catalog")["data"] == {"50-site.yaml": EXTRA_CATALOG}
             and "--catalog=/etc/crdguard/catalog/50-site.yaml" in container(docs)["args"]
             and GADGETS_CRD in webhooks(docs)["crds.crdguard.io"]["matchConditions"][0]["expression"]
             and '"envoyproxy/envoy-gateway"'
@@ -861,7 +910,7 @@ def test_the_extra_catalog_used_here_is_one_crdguard_accepts(tmp_path: Path) -> 
     ],
 )
 def test_contradictory_values_fail_with_a_clear_message(helm: Helm, args: list[str], message: str) -> None:
-    result = helm.run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args, check=False)
+    result = helm.run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *IMAGE, *args, check=False)
     assert result.returncode != 0
     assert message in result.stderr
 
@@ -909,7 +958,9 @@ SCHEMA_REJECTIONS = [
 
 @pytest.mark.parametrize(("value", "message"), [pytest.param(v, m, id=i) for v, m, i in SCHEMA_REJECTIONS])
 def test_schema_rejects(helm: Helm, value: str, message: str) -> None:
-    result = helm.run("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--set", value, check=False)
+    result = helm.run(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *IMAGE, "--set", value, check=False
+    )
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
@@ -1009,7 +1060,7 @@ class Release:
 
     def helm(self, verb: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.cluster.helm(
-            verb, self.name, str(CHART), "--namespace", self.namespace, *self.args, *extra
+            verb, self.name, str(CHART), "--namespace", self.namespace, *IMAGE, *self.args, *extra
         )
 
     def uninstall(self) -> None:
@@ -1024,8 +1075,18 @@ class Release:
         return self.cluster.helm("get", "manifest", self.name, "--namespace", self.namespace).stdout
 
     def webhook_config(self) -> Doc:
-        config: Doc = kubectl_json(self.cluster, "get", "validatingwebhookconfiguration", self.fullname)
+        """The configuration crdguard will register, from the release's ConfigMap."""
+        configmap = kubectl_json(
+            self.cluster, "get", "configmap", f"{self.fullname}-webhook", "--namespace", self.namespace
+        )
+        config: Doc = yaml.safe_load(configmap["data"]["webhook.yaml"])
         return config
+
+    def register_webhooks(self) -> None:
+        """Write the ConfigMap's webhooks into the installed configuration, as crdguard does."""
+        installed = kubectl_json(self.cluster, "get", "validatingwebhookconfiguration", self.fullname)
+        installed["webhooks"] = self.webhook_config()["webhooks"]
+        self.cluster.kubectl("replace", "--filename=-", input=json.dumps(installed))
 
 
 @pytest.fixture(scope="class")
@@ -1071,10 +1132,23 @@ class InstalledRelease:
         ).stdout.split()
         assert sorted(f"{n.split('/')[0].split('.')[0]}/{n.split('/')[1]}" for n in found) == expected
 
-    def test_the_api_server_kept_every_webhook_and_its_cel(self, installed: Release) -> None:
-        stored = {w["name"]: w for w in installed.webhook_config()["webhooks"]}
+    def test_helm_registered_no_webhook(self, installed: Release) -> None:
+        config = kubectl_json(installed.cluster, "get", "validatingwebhookconfiguration", installed.fullname)
+        assert config.get("webhooks", []) == []
+
+    def test_the_api_server_accepts_every_webhook_and_its_cel(self, installed: Release) -> None:
+        # The update crdguard will make, as a server-side dry run: the API server validates the
+        # webhooks and compiles their CEL, and answers with what it would store.
+        config = kubectl_json(installed.cluster, "get", "validatingwebhookconfiguration", installed.fullname)
+        config["webhooks"] = installed.webhook_config()["webhooks"]
+        stored_config = json.loads(
+            installed.cluster.kubectl(
+                "replace", "--dry-run=server", "--filename=-", "--output=json", input=json.dumps(config)
+            ).stdout
+        )
+        stored = {w["name"]: w for w in stored_config["webhooks"]}
         assert sorted(stored) == sorted(WEBHOOKS)
-        rendered = webhooks([d for d in yaml.safe_load_all(installed.manifest()) if d])
+        rendered = webhooks([d for d in yaml.safe_load_all(installed.manifest()) if d], installed.fullname)
         for name, webhook in rendered.items():
             assert stored[name]["matchConditions"] == webhook["matchConditions"]
             assert stored[name]["failurePolicy"] == "Fail"
@@ -1415,6 +1489,7 @@ def url_release(
     ]
     release = Release(cluster, URL_RELEASE, URL_RELEASE, helm.resolve(args), tmp_path_factory.mktemp("url"))
     release.helm("install", "--create-namespace")
+    release.register_webhooks()
     try:
         yield release
     finally:
@@ -1594,7 +1669,7 @@ def test_what_the_webhooks_send(
 
 def test_the_api_server_rejects_cel_that_does_not_compile(control_plane: ControlPlane, helm: Helm) -> None:
     # The other side of "the install proves the CEL compiles": a misspelt variable is refused.
-    config = one(helm.template(*MODES["url"]), "ValidatingWebhookConfiguration")
+    config = registered_config(helm.template(*MODES["url"]))
     config["metadata"]["name"] = "crdguard-cel-check"
     config["webhooks"][1]["matchConditions"][0]["expression"] = "has(objekt.spec)"
     result = control_plane.kubectl(

@@ -115,8 +115,11 @@ def guard(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> It
             "--show-only",
             "templates/webhook.yaml",
         ).stdout
+        # The webhooks crdguard would register (--register-webhook), from the ConfigMap the chart renders.
         configs = [
-            d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ValidatingWebhookConfiguration"
+            yaml.safe_load(d["data"]["webhook.yaml"])
+            for d in yaml.safe_load_all(rendered)
+            if d and d["kind"] == "ConfigMap"
         ]
         assert len(configs) == 1, rendered
         for webhook in configs[0]["webhooks"]:

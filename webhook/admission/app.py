@@ -51,6 +51,14 @@ class ClusterState(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+class Background(Protocol):
+    """Work that runs beside the service (webhook registration, conflict tracking)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     catalog: Catalog
@@ -58,6 +66,7 @@ class ServiceConfig:
     enforcement: Enforcement = Enforcement.DENY
     max_body_bytes: int = DEFAULT_MAX_BODY
     body_timeout_seconds: float = 10.0
+    background: tuple[Background, ...] = ()
 
 
 class Metrics:
@@ -105,6 +114,21 @@ class StateCollector:
                 "crdguard_kube_api_requests",
                 "Requests made to the API server",
                 value=described["apiRequests"],
+            )
+        if "conflicts" in described:
+            labels = ["rule", "component", "namespace", "name", "crd"]
+            conflicts = GaugeMetricFamily(
+                "crdguard_conflicts",
+                "1 per conflict present in the cluster now (crdguard audit)",
+                labels=labels,
+            )
+            for found in described["conflicts"]:
+                conflicts.add_metric([found[label] for label in labels], 1.0)
+            yield conflicts
+            yield GaugeMetricFamily(
+                "crdguard_conflicts_total",
+                "Conflicts present in the cluster now",
+                value=len(described["conflicts"]),
             )
         watches = described.get("watches", {})
         for name, help_text in (
@@ -232,9 +256,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         config.state.start()
+        for task in config.background:
+            task.start()
         try:
             yield
         finally:
+            for task in reversed(config.background):
+                task.stop()
             config.state.stop()
 
     app = FastAPI(

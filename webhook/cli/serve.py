@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import socket
+from types import FrameType
 from typing import Any
 
 from webhook.cli.common import EXIT_OK, UsageError, add_cluster_access, add_common, catalog_of, resolve_access
@@ -60,6 +63,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument(
         "--graceful-shutdown", type=int, default=20, help="seconds to finish in-flight reviews"
     )
+    serve.add_argument(
+        "--register-webhook",
+        metavar="FILE",
+        help="ValidatingWebhookConfiguration whose webhooks crdguard writes into the existing object of "
+        "that name once its cluster view has synced and it serves, and removes on shutdown (the chart "
+        "mounts this file); needs --kubeconfig or --in-cluster",
+    )
+    serve.add_argument(
+        "--peers-service",
+        metavar="NAMESPACE/NAME",
+        help="with --register-webhook: on shutdown, keep the webhooks registered while another ready "
+        "endpoint of this Service (not --pod-ip) can answer",
+    )
+    serve.add_argument(
+        "--pod-ip",
+        default=os.environ.get("POD_IP", ""),
+        help="this replica's address in --peers-service (default: $POD_IP)",
+    )
+    serve.add_argument(
+        "--no-conflict-events",
+        action="store_true",
+        help="with a live cluster: export crdguard_conflicts but create no Kubernetes Event when a "
+        "conflict appears",
+    )
     serve.set_defaults(func=run)
 
 
@@ -101,6 +128,27 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def registration_of(args: argparse.Namespace, state: Any, serving: Any) -> Any:
+    """The WebhookRegistration for --register-webhook, ready once the state synced and the port is bound."""
+    from webhook.state.registration import DesiredWebhooks, Peers, RegistrationError, WebhookRegistration
+
+    if not hasattr(state, "kube"):
+        raise UsageError("--register-webhook writes to the API server: it needs a live cluster")
+    try:
+        desired = DesiredWebhooks.from_file(args.register_webhook)
+    except RegistrationError as exc:
+        raise UsageError(f"--register-webhook {exc}") from None
+    peers = None
+    if args.peers_service:
+        namespace, _, service = args.peers_service.partition("/")
+        if not namespace or not service:
+            raise UsageError(f"--peers-service must be NAMESPACE/NAME, got {args.peers_service!r}")
+        peers = Peers(namespace, service, args.pod_ip)
+    return WebhookRegistration(
+        state.kube, desired, ready=lambda: serving.started and state.readiness()[0], peers=peers
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -115,12 +163,23 @@ def run(args: argparse.Namespace) -> int:
     if args.insecure and args.client_ca_file:
         raise UsageError("--client-ca-file needs TLS; it cannot be combined with --insecure")
     catalog = catalog_of(args)
+    state = state_of(args, catalog)
+    serving = _Server()
+    background = []
+    if getattr(state, "kube", None) is not None:
+        from webhook.state.conflicts import ConflictTracker
+
+        state.tracker = ConflictTracker(state.kube, state, events=not args.no_conflict_events)
+        background.append(state.tracker)
+    if args.register_webhook:
+        background.append(registration_of(args, state, serving))
     config = ServiceConfig(
         catalog=catalog,
-        state=state_of(args, catalog),
+        state=state,
         enforcement=Enforcement(args.enforcement),
         max_body_bytes=args.max_body_bytes,
         body_timeout_seconds=args.body_timeout,
+        background=tuple(background),
     )
     if not 0 <= args.port < 65536:  # 0: any free port, as the tests use
         raise UsageError(f"--port {args.port}: expected 0 to 65535")
@@ -179,10 +238,36 @@ def run(args: argparse.Namespace) -> int:
         " and /state" if args.enable_state_endpoint else "",
     )
     try:
-        uvicorn.Server(server_config).run(sockets=[sock])
+        serving.serve_with(server_config, on_exit=[task.stop for task in background], sockets=[sock])
     finally:
         metrics_server.stop()
         for reloading in (tls, metrics_tls):
             if reloading:
                 reloading.stop()
     return EXIT_OK
+
+
+class _Server:
+    """uvicorn's Server, started late (the registration needs to see ``started``), that runs
+    ``on_exit`` as soon as a signal asks it to stop, while it still answers: webhooks are
+    unregistered before the listener closes, not after the last review."""
+
+    def __init__(self) -> None:
+        self.server: Any = None
+
+    @property
+    def started(self) -> bool:
+        return bool(self.server is not None and self.server.started)
+
+    def serve_with(self, config: Any, on_exit: list[Any], sockets: list[socket.socket]) -> None:
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                if not self.should_exit and sig in (signal.SIGTERM, signal.SIGINT):
+                    for stop in on_exit:
+                        stop()
+                super().handle_exit(sig, frame)
+
+        self.server = Server(config)
+        self.server.run(sockets=sockets)

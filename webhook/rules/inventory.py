@@ -65,6 +65,7 @@ class Inventory:
         self.catalog = catalog
         self._write = threading.Lock()
         self._state = _EMPTY
+        self._touched: set[ObjectRef] = set()  # written since the last drain_touched()
 
     # -- ClusterView ---------------------------------------------------------------------
     def crd(self, name: str) -> CRDInfo | None:
@@ -89,10 +90,12 @@ class Inventory:
     # -- writes --------------------------------------------------------------------------
     def upsert(self, summary: Summary) -> None:
         with self._write:
+            self._touched.add(summary_ref(summary))
             self._state = self._changed(self._state, summary_ref(summary), summary)
 
     def remove(self, ref: ObjectRef) -> None:
         with self._write:
+            self._touched.add(ref)
             self._state = self._changed(self._state, ref, None)
 
     def replace_all(self, kind: str, summaries: Iterable[Summary]) -> None:
@@ -102,10 +105,18 @@ class Inventory:
             state = self._state
             for ref in self._refs(state, kind):
                 if ref not in fresh:
+                    self._touched.add(ref)
                     state = self._changed(state, ref, None)
             for ref, summary in fresh.items():
+                self._touched.add(ref)
                 state = self._changed(state, ref, summary)
             self._state = state
+
+    def drain_touched(self) -> set[ObjectRef]:
+        """The objects written (upserted or removed) since the last call, for incremental audits."""
+        with self._write:
+            touched, self._touched = self._touched, set()
+        return touched
 
     def refs(self, kind: str) -> list[ObjectRef]:
         return self._refs(self._state, kind)

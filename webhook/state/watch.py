@@ -101,7 +101,7 @@ class WatchStatus:
 
 
 class KubeClient:
-    """Raw JSON GETs through the official client's configuration, auth and TLS."""
+    """Raw JSON requests through the official client's configuration, auth and TLS."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
@@ -120,6 +120,27 @@ class KubeClient:
             response.response.release_conn()
         self._raise_for(status, path, data)
         return json.loads(data)
+
+    def send(self, method: str, path: str, body: Any, timeout: float = 10) -> Any:
+        """A write (POST, PUT, PATCH as merge patch); ApiException on any status >= 400."""
+        content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        method, url, headers, data, post = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        self.requests += 1
+        response = self.api_client.call_api(method, url, headers, data, post, _request_timeout=(5, timeout))
+        try:
+            status = response.status
+            payload = response.read()
+        finally:
+            response.response.release_conn()
+        if status >= 400:
+            raise ApiException(status=status, reason=payload[:300].decode(errors="replace"))
+        return json.loads(payload) if payload else None
 
     def stream(self, path: str, query: Mapping[str, str | int], timeout: float) -> Any:
         response = self._request(path, query, timeout)
@@ -253,6 +274,7 @@ class WatchedState:
         self.status = {r.kind: WatchStatus(r) for r in RESOURCES}
         self._stop = threading.Event()
         self._streams: dict[str, Any] = {}
+        self.tracker: Any = None  # a ConflictTracker (state/conflicts.py) when serve tracks conflicts
 
     @classmethod
     def connect(
@@ -318,7 +340,21 @@ class WatchedState:
                 }
                 for s in self.status.values()
             },
+            **({"conflicts": self._conflicts()} if self.tracker is not None else {}),
         }
+
+    def _conflicts(self) -> list[dict[str, str]]:
+        return [
+            {
+                "rule": c.rule.id,
+                "component": c.release.component,
+                "kind": c.release.source.kind,
+                "namespace": c.release.source.namespace or "",
+                "name": c.release.source.name,
+                "crd": c.rule.crd,
+            }
+            for c in self.tracker.conflicts()
+        ]
 
     # -- the watch loop -----------------------------------------------------------------
     def _run(self, status: WatchStatus) -> None:

@@ -53,6 +53,9 @@ app.kubernetes.io/part-of: crdguard
 
 {{/* repository:tag, or repository@digest when a digest pins the image. */}}
 {{- define "crdguard.image" -}}
+{{- if not .Values.image.repository -}}
+{{- fail (printf "image.repository is required: no registry this chart can trust publishes crdguard. Build the image from the repository's Dockerfile and push it where your cluster pulls from (docker build -t <registry>/crdguard:%s . && docker push <registry>/crdguard:%s), then install with --set image.repository=<registry>/crdguard --set image.tag=%s" .Chart.AppVersion .Chart.AppVersion .Chart.AppVersion) -}}
+{{- end -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
 {{- else -}}

@@ -10,6 +10,7 @@ from helpers import (
     BTP,
     crd,
     deployment,
+    helmrelease,
     helmrelease_chartref,
     inventory,
     ocirepository,
@@ -79,6 +80,12 @@ STEPS = [
         1,
         ["kgateway-2.1-reads-backendtlspolicy-v1"],
         id="kgateway 2.1 with v1alpha3 only conflicts on v1",
+    ),
+    pytest.param(
+        [upsert(helmrelease("v2.0.4")), upsert(V1_ONLY), upsert(deployment("v2.1.1"))],
+        2,
+        ["kgateway-2.0-reads-backendtlspolicy-v1alpha3", "kgateway-2.1-requires-backendconfigpolicy-crd"],
+        id="a HelmRelease and its Deployment are one release, re-checked together when either changes",
     ),
 ]
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from webhook.rules.catalog import Catalog, Rule
-from webhook.rules.detect import ComponentRelease
+from webhook.rules.catalog import Catalog
 from webhook.rules.engine import Conflict, audit, check
 from webhook.rules.inventory import ClusterView
 from webhook.rules.objects import CRD_KIND, OCIREPOSITORY_KIND, ObjectRef
 
-ConflictKey = tuple[str, ObjectRef, str]
+ConflictKey = tuple[str, tuple[str, ...], str]  # Conflict.key: rule, release identity, CRD
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,21 +51,30 @@ class ConflictSet:
             sources.add(ref)
             if ref.kind == OCIREPOSITORY_KIND:
                 sources.update(view.helmreleases_using(ref))
-        stale = {k for k, c in self._conflicts.items() if c.rule.crd in crds or c.release.source in sources}
-        pairs: list[tuple[Rule, ComponentRelease]] = []
-        for crd in crds:
-            for rule in catalog.rules_by_crd.get(crd, ()):
-                pairs.extend((rule, release) for release in view.releases(rule.component))
+        # A changed CRD re-checks every release of the components that read it; a changed object
+        # re-checks the whole release it belongs to (a HelmRelease and its Deployment are one).
+        components = {rule.component for crd in crds for rule in catalog.rules_by_crd.get(crd, ())}
+        identities = {c.release.identity for c in self._conflicts.values() if c.release.source in sources}
         for source in sources:
-            for release in view.releases_from(source):
-                pairs.extend(
-                    (rule, release) for rule in catalog.rules_by_component.get(release.component, ())
-                )
+            identities.update(release.identity for release in view.releases_from(source))
+        touched_components = components | {identity[0] for identity in identities}
+        stale = {
+            k
+            for k, c in self._conflicts.items()
+            if c.release.component in components or c.release.identity in identities
+        }
         fresh: dict[ConflictKey, Conflict] = {}
-        for rule, release in pairs:
-            found = check(rule, release, view)
-            if isinstance(found, Conflict):
-                fresh[found.key] = found
+        for component in touched_components:
+            releases = [
+                r for r in view.releases(component) if component in components or r.identity in identities
+            ]
+            # As audit does: the running Deployment first, then the objects that install it.
+            releases.sort(key=lambda r: (r.source.kind != "Deployment", r.source))
+            for release in releases:
+                for rule in catalog.rules_by_component.get(component, ()):
+                    found = check(rule, release, view)
+                    if isinstance(found, Conflict):
+                        fresh.setdefault(found.key, found)
         return self._swap(stale, fresh)
 
     def _swap(self, stale: set[ConflictKey], fresh: dict[ConflictKey, Conflict]) -> ConflictChanges:

@@ -50,7 +50,13 @@ DEFAULT_CRDS = [
     "inferencepools.inference.networking.k8s.io",
     "inferencepools.inference.networking.x-k8s.io",
 ]
-WEBHOOKS = ("crds.crdguard.io", "deployments.crdguard.io", "flux.crdguard.io")
+WEBHOOKS = (
+    "crds.crdguard.io",
+    "deployments.crdguard.io",
+    "flux.crdguard.io",
+    "argocd.crdguard.io",
+    "k3s.crdguard.io",
+)
 KGATEWAY_IMAGE = "registry.example/kgateway-dev/kgateway"
 CRDGUARD = Path(sys.executable).parent / "crdguard"
 # Placeholders in helm arguments for files the `helm` fixture writes.
@@ -328,8 +334,15 @@ EXPECTED_RULES = {
     "deployments.crdguard.io": [(("apps",), ("deployments",), ("CREATE", "UPDATE"), "Namespaced")],
     "flux.crdguard.io": [
         (("helm.toolkit.fluxcd.io",), ("helmreleases",), ("CREATE", "UPDATE"), "Namespaced"),
-        (("source.toolkit.fluxcd.io",), ("ocirepositories",), ("CREATE", "UPDATE"), "Namespaced"),
+        (
+            ("source.toolkit.fluxcd.io",),
+            ("ocirepositories", "helmcharts"),
+            ("CREATE", "UPDATE"),
+            "Namespaced",
+        ),
     ],
+    "argocd.crdguard.io": [(("argoproj.io",), ("applications",), ("CREATE", "UPDATE"), "Namespaced")],
+    "k3s.crdguard.io": [(("helm.cattle.io",), ("helmcharts",), ("CREATE", "UPDATE"), "Namespaced")],
 }
 
 
@@ -365,14 +378,23 @@ def test_crd_webhook_sends_only_the_catalogs_crds_by_request_name(default_docs: 
     assert condition["expression"] == f"request.name in {json.dumps(DEFAULT_CRDS, separators=(',', ':'))}"
 
 
-@pytest.mark.parametrize("name", WEBHOOKS[1:])
-def test_namespaced_webhooks_skip_the_release_namespace_and_kube_system(
-    default_docs: list[Doc], name: str
+@pytest.mark.parametrize(
+    ("name", "skipped"),
+    [
+        *((name, [NAMESPACE, "kube-system"]) for name in WEBHOOKS[1:4]),
+        # k3s and RKE2 keep their HelmCharts in kube-system.
+        ("k3s.crdguard.io", [NAMESPACE]),
+    ],
+    ids=[
+        *(f"{name} skips the release namespace and kube-system" for name in WEBHOOKS[1:4]),
+        "k3s.crdguard.io skips only the release namespace",
+    ],
+)
+def test_namespaced_webhooks_skip_the_release_namespace(
+    default_docs: list[Doc], name: str, skipped: list[str]
 ) -> None:
     assert webhooks(default_docs)[name]["namespaceSelector"] == {
-        "matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NAMESPACE, "kube-system"]}
-        ]
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": skipped}]
     }
 
 
@@ -384,12 +406,12 @@ def test_namespaced_webhooks_skip_the_release_namespace_and_kube_system(
             [
                 "has(object.spec.template.spec.containers)",
                 "object.spec.template.spec.containers.exists(c, has(c.image) && (",
-                'c.image.contains("/kgateway:")',
-                'c.image.contains("/kgateway@")',
-                'c.image.endsWith("/kgateway")',
+                '["kgateway-dev/kgateway"].exists(p, c.image.contains("/" + p + ":")',
+                'c.image.contains("/" + p + "@")',
+                'c.image.endsWith("/" + p)',
                 'has(object.metadata.labels) && ("app.kubernetes.io/name" in object.metadata.labels',
             ],
-            id="Deployments are matched by image name or label, guarded by has()",
+            id="Deployments are matched by image path or label, guarded by has()",
         ),
         pytest.param(
             "flux.crdguard.io",
@@ -397,8 +419,23 @@ def test_namespaced_webhooks_skip_the_release_namespace_and_kube_system(
                 'object.spec.chart.spec.chart in ["kgateway"]',
                 "has(object.spec.chartRef)",
                 'object.spec.url.endsWith("/" + n)',
+                'object.spec.chart == n || object.spec.chart.endsWith("/" + n)',
             ],
-            id="HelmReleases and OCIRepositories are matched by chart name",
+            id="HelmReleases, OCIRepositories and HelmCharts are matched by chart name",
+        ),
+        pytest.param(
+            "argocd.crdguard.io",
+            [
+                '[object.spec.source].exists(s, (has(s.chart) && s.chart in ["kgateway"])',
+                "object.spec.sources.exists(s, ",
+                'has(s.repoURL) && ["kgateway"].exists(n, s.repoURL.endsWith("/" + n))',
+            ],
+            id="Applications are matched by a source's chart or OCI repoURL",
+        ),
+        pytest.param(
+            "k3s.crdguard.io",
+            ['has(object.spec.chart) && ["kgateway"].exists(n, object.spec.chart == n'],
+            id="k3s HelmCharts are matched by chart name or oci:// URL",
         ),
     ],
 )
@@ -522,12 +559,15 @@ def test_object_field(default_docs: list[Doc], kind: str, path: str, expected: o
     assert dig(one(default_docs, kind), path) == expected
 
 
-def test_cluster_role_only_reads_the_four_judged_kinds(default_docs: list[Doc]) -> None:
+def test_cluster_role_only_reads_the_judged_kinds(default_docs: list[Doc]) -> None:
     rules = one(default_docs, "ClusterRole")["rules"]
     assert sorted((r["apiGroups"][0], r["resources"][0], tuple(r["verbs"])) for r in rules) == [
         ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch")),
         ("apps", "deployments", ("get", "list", "watch")),
+        ("argoproj.io", "applications", ("get", "list", "watch")),
+        ("helm.cattle.io", "helmcharts", ("get", "list", "watch")),
         ("helm.toolkit.fluxcd.io", "helmreleases", ("get", "list", "watch")),
+        ("source.toolkit.fluxcd.io", "helmcharts", ("get", "list", "watch")),
         ("source.toolkit.fluxcd.io", "ocirepositories", ("get", "list", "watch")),
     ]
     assert all(len(r["apiGroups"]) == 1 and len(r["resources"]) == 1 for r in rules)
@@ -539,7 +579,15 @@ def test_rbac_covers_every_kind_the_rules_judge(default_docs: list[Doc]) -> None
     granted = {(r["apiGroups"][0], r["resources"][0]) for r in one(default_docs, "ClusterRole")["rules"]}
     resources = {"CustomResourceDefinition": "customresourcedefinitions", "Deployment": "deployments"}
     resources |= {"HelmRelease": "helmreleases", "OCIRepository": "ocirepositories"}
+    resources |= {"HelmChart": "helmcharts", "Application": "applications"}
     assert granted == {(group, resources[kind]) for group, kind in JUDGED_KINDS}
+
+
+def test_the_watches_read_what_the_cluster_role_grants(default_docs: list[Doc]) -> None:
+    from webhook.state.watch import RESOURCES
+
+    granted = {(r["apiGroups"][0], r["resources"][0]) for r in one(default_docs, "ClusterRole")["rules"]}
+    assert {(r.group, r.plural) for r in RESOURCES} == granted
 
 
 def test_no_hook_creates_cluster_scoped_objects(helm: Helm) -> None:
@@ -644,7 +692,7 @@ OVERRIDES: list[Any] = [
     ),
     pytest.param(
         ["--set-json", "webhook.crdNames=[]"],
-        lambda docs: set(webhooks(docs)) == {"deployments.crdguard.io", "flux.crdguard.io"},
+        lambda docs: set(webhooks(docs)) == set(WEBHOOKS) - {"crds.crdguard.io"},
         id="no crdNames drops the CRD webhook",
     ),
     pytest.param(
@@ -653,11 +701,14 @@ OVERRIDES: list[Any] = [
             one(docs, "ConfigMap")["data"] == {"50-site.yaml": EXTRA_CATALOG}
             and "--catalog=/etc/crdguard/catalog/50-site.yaml" in container(docs)["args"]
             and GADGETS_CRD in webhooks(docs)["crds.crdguard.io"]["matchConditions"][0]["expression"]
-            and '"/envoy-gateway:"'
+            and '"envoyproxy/envoy-gateway"'
             in webhooks(docs)["deployments.crdguard.io"]["matchConditions"][0]["expression"]
             and '"envoy-gateway"'
             in webhooks(docs)["deployments.crdguard.io"]["matchConditions"][0]["expression"]
-            and '"gateway-helm"' in webhooks(docs)["flux.crdguard.io"]["matchConditions"][0]["expression"]
+            and all(
+                '"gateway-helm"' in webhooks(docs)[name]["matchConditions"][0]["expression"]
+                for name in ("flux.crdguard.io", "argocd.crdguard.io", "k3s.crdguard.io")
+            )
         ),
         id="catalog.extra is mounted, passed, and widens every matchCondition",
     ),
@@ -861,7 +912,7 @@ def test_default_match_values_mirror_the_default_catalog() -> None:
     assert sorted(values["crdNames"]) == sorted({rule["crd"] for rule in rules}) == DEFAULT_CRDS
     detects = [component["detect"] for d in documents for component in d.get("components", [])]
     match = values["componentMatch"]
-    assert sorted(match["imageNames"]) == sorted({i for d in detects for i in d["images"]})
+    assert sorted(match["images"]) == sorted({i for d in detects for i in d["images"]})
     assert sorted(match["charts"]) == sorted({c for d in detects for c in d["charts"]})
     assert match["labels"] == [d["labels"] for d in detects if d.get("labels")]
 

@@ -126,7 +126,7 @@ parse or is not a CompatibilityCatalog, naming the file.
 {{/* webhook.componentMatch plus the detection of catalog.extra components, as JSON. */}}
 {{- define "crdguard.componentMatch" -}}
 {{- $match := .Values.webhook.componentMatch -}}
-{{- $images := default list $match.imageNames -}}
+{{- $images := default list $match.images -}}
 {{- $labels := default list $match.labels -}}
 {{- $charts := default list $match.charts -}}
 {{- range $doc := include "crdguard.extraCatalogDocs" . | fromJsonArray -}}
@@ -137,23 +137,29 @@ parse or is not a CompatibilityCatalog, naming the file.
 {{- if $detect.labels }}{{ $labels = append $labels $detect.labels }}{{ end -}}
 {{- end -}}
 {{- end -}}
-{{- toJson (dict "imageNames" ($images | uniq | sortAlpha) "labels" $labels "charts" ($charts | uniq | sortAlpha)) -}}
+{{- toJson (dict "images" ($images | uniq | sortAlpha) "labels" $labels "charts" ($charts | uniq | sortAlpha)) -}}
 {{- end -}}
 
 {{/*
-CEL, true when a container of a Deployment runs an image named in componentMatch.imageNames,
-as crdguard's detection reads it: the last path segment of the repository, tagged, pinned by
-digest or untagged. has() guards keep it false, never an error, when fields are absent.
+CEL, true when a container of a Deployment runs an image whose repository path ends in one of
+componentMatch.images on whole segments, as crdguard's detection reads it: under any registry or
+prefix, or on Docker Hub without one ("library/<name>" also as the bare "<name>"); tagged, pinned
+by digest or untagged. The paths are one list literal, so the expression grows by one string per
+image. has() guards keep it false, never an error, when fields are absent.
 */}}
 {{- define "crdguard.cel.deployment" -}}
 {{- $match := include "crdguard.componentMatch" . | fromJson -}}
 {{- $any := list -}}
-{{- if $match.imageNames -}}
-{{- $forms := list -}}
-{{- range $name := $match.imageNames -}}
-{{- $forms = append $forms (printf "c.image.contains(%s) || c.image.contains(%s) || c.image.endsWith(%s) || c.image.startsWith(%s) || c.image.startsWith(%s) || c.image == %s" (printf "/%s:" $name | quote) (printf "/%s@" $name | quote) (printf "/%s" $name | quote) (printf "%s:" $name | quote) (printf "%s@" $name | quote) ($name | quote)) -}}
+{{- if $match.images -}}
+{{- $official := list -}}
+{{- range $path := $match.images -}}
+{{- if hasPrefix "library/" $path }}{{ $official = append $official (trimPrefix "library/" $path) }}{{ end -}}
 {{- end -}}
-{{- $any = append $any (printf "(has(object.spec) && has(object.spec.template) && has(object.spec.template.spec) && has(object.spec.template.spec.containers) && object.spec.template.spec.containers.exists(c, has(c.image) && (%s)))" (join " || " $forms)) -}}
+{{- $forms := printf "%s.exists(p, c.image.contains(\"/\" + p + \":\") || c.image.contains(\"/\" + p + \"@\") || c.image.endsWith(\"/\" + p) || c.image.startsWith(p + \":\") || c.image.startsWith(p + \"@\") || c.image == p)" (toJson $match.images) -}}
+{{- if $official -}}
+{{- $forms = printf "%s || %s.exists(n, c.image.startsWith(n + \":\") || c.image.startsWith(n + \"@\") || c.image == n || c.image.startsWith(\"docker.io/\" + n + \":\") || c.image.startsWith(\"docker.io/\" + n + \"@\") || c.image == \"docker.io/\" + n)" $forms (toJson ($official | uniq)) -}}
+{{- end -}}
+{{- $any = append $any (printf "(has(object.spec) && has(object.spec.template) && has(object.spec.template.spec) && has(object.spec.template.spec.containers) && object.spec.template.spec.containers.exists(c, has(c.image) && (%s)))" $forms) -}}
 {{- end -}}
 {{- range $set := $match.labels -}}
 {{- $all := list "has(object.metadata.labels)" -}}
@@ -166,16 +172,36 @@ digest or untagged. has() guards keep it false, never an error, when fields are 
 {{- end -}}
 
 {{/*
+CEL, true when spec.chart (a Flux or k3s HelmChart: a chart name, a path or an oci:// URL) names
+one of componentMatch.charts.
+*/}}
+{{- define "crdguard.cel.chartField" -}}
+{{- $match := include "crdguard.componentMatch" . | fromJson -}}
+{{- printf "has(object.spec.chart) && %s.exists(n, object.spec.chart == n || object.spec.chart.endsWith(\"/\" + n))" (toJson (default list $match.charts)) -}}
+{{- end -}}
+
+{{/*
 CEL for Flux objects: a HelmRelease whose chart is one of componentMatch.charts or that uses
-spec.chartRef (its chart name is in the referenced OCIRepository), and an OCIRepository whose
-URL ends in /<chart>.
+spec.chartRef (its chart name is in the referenced OCIRepository or HelmChart), an OCIRepository
+whose URL ends in /<chart>, and a HelmChart whose spec.chart names a chart.
 */}}
 {{- define "crdguard.cel.flux" -}}
 {{- $match := include "crdguard.componentMatch" . | fromJson -}}
 {{- $charts := toJson (default list $match.charts) -}}
 {{- $helmRelease := printf "(has(object.spec.chart) && has(object.spec.chart.spec) && has(object.spec.chart.spec.chart) && object.spec.chart.spec.chart in %s) || has(object.spec.chartRef)" $charts -}}
 {{- $ociRepository := printf "has(object.spec.url) && %s.exists(n, object.spec.url.endsWith(\"/\" + n) || object.spec.url.endsWith(\"/\" + n + \"/\"))" $charts -}}
-{{- printf "has(object.spec) && (request.kind.kind == \"HelmRelease\" ? (%s) : (%s))" $helmRelease $ociRepository -}}
+{{- printf "has(object.spec) && (request.kind.kind == \"HelmRelease\" ? (%s) : request.kind.kind == \"OCIRepository\" ? (%s) : (%s))" $helmRelease $ociRepository (include "crdguard.cel.chartField" .) -}}
+{{- end -}}
+
+{{/*
+CEL for Argo CD Applications: spec.source or any of spec.sources whose chart is one of
+componentMatch.charts, or whose repoURL ends in /<chart> (an OCI Helm source without chart).
+*/}}
+{{- define "crdguard.cel.argocd" -}}
+{{- $match := include "crdguard.componentMatch" . | fromJson -}}
+{{- $charts := toJson (default list $match.charts) -}}
+{{- $source := printf "(has(s.chart) && s.chart in %s) || (has(s.repoURL) && %s.exists(n, s.repoURL.endsWith(\"/\" + n)))" $charts $charts -}}
+{{- printf "has(object.spec) && ((has(object.spec.source) && [object.spec.source].exists(s, %s)) || (has(object.spec.sources) && object.spec.sources.exists(s, %s)))" $source $source -}}
 {{- end -}}
 
 {{/* Namespaces whose objects are never sent: the release namespace and webhook.excludedNamespaces. */}}
@@ -184,6 +210,17 @@ matchExpressions:
   - key: kubernetes.io/metadata.name
     operator: NotIn
     values: {{ prepend .Values.webhook.excludedNamespaces .Release.Namespace | uniq | toJson }}
+{{- end -}}
+
+{{/*
+Only the release namespace: k3s and RKE2 keep their HelmCharts in kube-system, so excluding it
+would leave every k3s install unguarded.
+*/}}
+{{- define "crdguard.releaseNamespaceSelector" -}}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: {{ list .Release.Namespace | toJson }}
 {{- end -}}
 
 {{/* Every values check that no schema can express; fails with a message that says what to change. */}}

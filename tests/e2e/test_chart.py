@@ -406,10 +406,10 @@ def test_namespaced_webhooks_skip_the_release_namespace(
             "deployments.crdguard.io",
             [
                 "has(object.spec.template.spec.containers)",
-                "object.spec.template.spec.containers.exists(c, has(c.image) && (",
-                '["kgateway-dev/kgateway"].exists(p, c.image.contains("/" + p + ":")',
-                'c.image.contains("/" + p + "@")',
-                'c.image.endsWith("/" + p)',
+                "object.spec.template.spec.containers.exists(c, has(c.image) && [",
+                '["kgateway-dev/kgateway"].exists(p, ("/" + c.image).contains("/" + p + ":")',
+                '("/" + c.image).contains("/" + p + "@")',
+                '("/" + c.image).endsWith("/" + p)',
                 'has(object.metadata.labels) && ("app.kubernetes.io/name" in object.metadata.labels',
             ],
             id="Deployments are matched by image path or label, guarded by has()",
@@ -704,7 +704,7 @@ OVERRIDES: list[Any] = [
             and GADGETS_CRD in webhooks(docs)["crds.crdguard.io"]["matchConditions"][0]["expression"]
             and '"envoyproxy/envoy-gateway"'
             in webhooks(docs)["deployments.crdguard.io"]["matchConditions"][0]["expression"]
-            and '"envoy-gateway"'
+            and '"kgateway-dev/kgateway"'
             in webhooks(docs)["deployments.crdguard.io"]["matchConditions"][0]["expression"]
             and all(
                 '"gateway-helm"' in webhooks(docs)[name]["matchConditions"][0]["expression"]
@@ -1514,6 +1514,22 @@ REQUESTS = [
     pytest.param(
         Request("create", kgateway(image=f"{KGATEWAY_IMAGE}-crds-installer:v2.0.4"), None),
         id="an image whose name only starts with kgateway is not sent",
+    ),
+    pytest.param(
+        Request(
+            "create",
+            kgateway(image="mirror.example:5000/kgateway-dev/kgateway:v2.0.4"),
+            "deployments.crdguard.io",
+        ),
+        id="a kgateway Deployment from a mirror keeping the path is sent",
+    ),
+    pytest.param(
+        Request(
+            "create",
+            lambda _: deployment("other", APPS_NAMESPACE, "registry.example/other/kgateway:v2.0.4"),
+            None,
+        ),
+        id="another repository whose last segment is kgateway is not sent",
     ),
     pytest.param(
         Request("create", kgateway(namespace=URL_RELEASE), None),

@@ -141,25 +141,24 @@ parse or is not a CompatibilityCatalog, naming the file.
 {{- end -}}
 
 {{/*
-CEL, true when a container of a Deployment runs an image whose repository path ends in one of
-componentMatch.images on whole segments, as crdguard's detection reads it: under any registry or
-prefix, or on Docker Hub without one ("library/<name>" also as the bare "<name>"); tagged, pinned
-by digest or untagged. The paths are one list literal, so the expression grows by one string per
-image. has() guards keep it false, never an error, when fields are absent.
+CEL, true when a container of a Deployment runs an image of componentMatch.images, as crdguard's
+detection reads it: the repository path ends in one of them on whole segments ("/" + image, so the
+start of the image is a segment boundary too), followed by ":" (tag), "@" (digest) or nothing. A
+"library/<name>" entry also lists "<name>", for Docker Hub images written without "library/". One
+list and one exists() whatever the catalog's size, so the expression stays within the API server's
+limits; it may send a few more Deployments than crdguard recognises, never fewer. has() guards keep
+it false, never an error, when fields are absent.
 */}}
 {{- define "crdguard.cel.deployment" -}}
 {{- $match := include "crdguard.componentMatch" . | fromJson -}}
 {{- $any := list -}}
 {{- if $match.images -}}
-{{- $official := list -}}
+{{- $paths := list -}}
 {{- range $path := $match.images -}}
-{{- if hasPrefix "library/" $path }}{{ $official = append $official (trimPrefix "library/" $path) }}{{ end -}}
+{{- $paths = append $paths $path -}}
+{{- if hasPrefix "library/" $path }}{{ $paths = append $paths (trimPrefix "library/" $path) }}{{ end -}}
 {{- end -}}
-{{- $forms := printf "%s.exists(p, c.image.contains(\"/\" + p + \":\") || c.image.contains(\"/\" + p + \"@\") || c.image.endsWith(\"/\" + p) || c.image.startsWith(p + \":\") || c.image.startsWith(p + \"@\") || c.image == p)" (toJson $match.images) -}}
-{{- if $official -}}
-{{- $forms = printf "%s || %s.exists(n, c.image.startsWith(n + \":\") || c.image.startsWith(n + \"@\") || c.image == n || c.image.startsWith(\"docker.io/\" + n + \":\") || c.image.startsWith(\"docker.io/\" + n + \"@\") || c.image == \"docker.io/\" + n)" $forms (toJson ($official | uniq)) -}}
-{{- end -}}
-{{- $any = append $any (printf "(has(object.spec) && has(object.spec.template) && has(object.spec.template.spec) && has(object.spec.template.spec.containers) && object.spec.template.spec.containers.exists(c, has(c.image) && (%s)))" $forms) -}}
+{{- $any = append $any (printf "(has(object.spec) && has(object.spec.template) && has(object.spec.template.spec) && has(object.spec.template.spec.containers) && object.spec.template.spec.containers.exists(c, has(c.image) && %s.exists(p, (\"/\" + c.image).contains(\"/\" + p + \":\") || (\"/\" + c.image).contains(\"/\" + p + \"@\") || (\"/\" + c.image).endsWith(\"/\" + p))))" (toJson ($paths | uniq | sortAlpha))) -}}
 {{- end -}}
 {{- range $set := $match.labels -}}
 {{- $all := list "has(object.metadata.labels)" -}}

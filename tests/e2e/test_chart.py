@@ -28,12 +28,13 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
+from bundles import BundleUnavailable, argocd_application_crd
 
 from webhook.catalogs import default_catalog_text, load_catalog
 from webhook.certs import make_certificates
 
 from .cluster import ControlPlane, free_port
-from .conftest import REPO_ROOT, locate_tools
+from .conftest import REPO_ROOT, locate_tools, unavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +51,13 @@ DEFAULT_CRDS = [
     "inferencepools.inference.networking.k8s.io",
     "inferencepools.inference.networking.x-k8s.io",
 ]
-WEBHOOKS = ("crds.crdguard.io", "deployments.crdguard.io", "flux.crdguard.io")
+WEBHOOKS = (
+    "crds.crdguard.io",
+    "deployments.crdguard.io",
+    "flux.crdguard.io",
+    "argocd.crdguard.io",
+    "k3s.crdguard.io",
+)
 KGATEWAY_IMAGE = "registry.example/kgateway-dev/kgateway"
 CRDGUARD = Path(sys.executable).parent / "crdguard"
 IMAGE_REPOSITORY = "registry.example/crdguard"
@@ -332,8 +339,15 @@ EXPECTED_RULES = {
     "deployments.crdguard.io": [(("apps",), ("deployments",), ("CREATE", "UPDATE"), "Namespaced")],
     "flux.crdguard.io": [
         (("helm.toolkit.fluxcd.io",), ("helmreleases",), ("CREATE", "UPDATE"), "Namespaced"),
-        (("source.toolkit.fluxcd.io",), ("ocirepositories",), ("CREATE", "UPDATE"), "Namespaced"),
+        (
+            ("source.toolkit.fluxcd.io",),
+            ("ocirepositories", "helmcharts"),
+            ("CREATE", "UPDATE"),
+            "Namespaced",
+        ),
     ],
+    "argocd.crdguard.io": [(("argoproj.io",), ("applications",), ("CREATE", "UPDATE"), "Namespaced")],
+    "k3s.crdguard.io": [(("helm.cattle.io",), ("helmcharts",), ("CREATE", "UPDATE"), "Namespaced")],
 }
 
 
@@ -369,14 +383,23 @@ def test_crd_webhook_sends_only_the_catalogs_crds_by_request_name(default_docs: 
     assert condition["expression"] == f"request.name in {json.dumps(DEFAULT_CRDS, separators=(',', ':'))}"
 
 
-@pytest.mark.parametrize("name", WEBHOOKS[1:])
-def test_namespaced_webhooks_skip_the_release_namespace_and_kube_system(
-    default_docs: list[Doc], name: str
+@pytest.mark.parametrize(
+    ("name", "skipped"),
+    [
+        *((name, [NAMESPACE, "kube-system"]) for name in WEBHOOKS[1:4]),
+        # k3s and RKE2 keep their HelmCharts in kube-system.
+        ("k3s.crdguard.io", [NAMESPACE]),
+    ],
+    ids=[
+        *(f"{name} skips the release namespace and kube-system" for name in WEBHOOKS[1:4]),
+        "k3s.crdguard.io skips only the release namespace",
+    ],
+)
+def test_namespaced_webhooks_skip_the_release_namespace(
+    default_docs: list[Doc], name: str, skipped: list[str]
 ) -> None:
     assert webhooks(default_docs)[name]["namespaceSelector"] == {
-        "matchExpressions": [
-            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [NAMESPACE, "kube-system"]}
-        ]
+        "matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": skipped}]
     }
 
 
@@ -387,13 +410,13 @@ def test_namespaced_webhooks_skip_the_release_namespace_and_kube_system(
             "deployments.crdguard.io",
             [
                 "has(object.spec.template.spec.containers)",
-                "object.spec.template.spec.containers.exists(c, has(c.image) && (",
-                'c.image.contains("/kgateway:")',
-                'c.image.contains("/kgateway@")',
-                'c.image.endsWith("/kgateway")',
+                "object.spec.template.spec.containers.exists(c, has(c.image) && [",
+                '["kgateway-dev/kgateway"].exists(p, ("/" + c.image).contains("/" + p + ":")',
+                '("/" + c.image).contains("/" + p + "@")',
+                '("/" + c.image).endsWith("/" + p)',
                 'has(object.metadata.labels) && ("app.kubernetes.io/name" in object.metadata.labels',
             ],
-            id="Deployments are matched by image name or label, guarded by has()",
+            id="Deployments are matched by image path or label, guarded by has()",
         ),
         pytest.param(
             "flux.crdguard.io",
@@ -401,8 +424,23 @@ def test_namespaced_webhooks_skip_the_release_namespace_and_kube_system(
                 'object.spec.chart.spec.chart in ["kgateway"]',
                 "has(object.spec.chartRef)",
                 'object.spec.url.endsWith("/" + n)',
+                'object.spec.chart == n || object.spec.chart.endsWith("/" + n)',
             ],
-            id="HelmReleases and OCIRepositories are matched by chart name",
+            id="HelmReleases, OCIRepositories and HelmCharts are matched by chart name",
+        ),
+        pytest.param(
+            "argocd.crdguard.io",
+            [
+                '[object.spec.source].exists(s, (has(s.chart) && s.chart in ["kgateway"])',
+                "object.spec.sources.exists(s, ",
+                'has(s.repoURL) && ["kgateway"].exists(n, s.repoURL.endsWith("/" + n))',
+            ],
+            id="Applications are matched by a source's chart or OCI repoURL",
+        ),
+        pytest.param(
+            "k3s.crdguard.io",
+            ['has(object.spec.chart) && ["kgateway"].exists(n, object.spec.chart == n'],
+            id="k3s HelmCharts are matched by chart name or oci:// URL",
         ),
     ],
 )
@@ -545,7 +583,7 @@ def test_object_field(default_docs: list[Doc], kind: str, path: str, expected: o
     assert dig(one(default_docs, kind), path) == expected
 
 
-def test_cluster_role_reads_the_four_judged_kinds_and_writes_only_its_own_webhooks(
+def test_cluster_role_reads_the_judged_kinds_and_writes_only_its_own_webhooks(
     default_docs: list[Doc],
 ) -> None:
     rules = one(default_docs, "ClusterRole")["rules"]
@@ -557,7 +595,10 @@ def test_cluster_role_reads_the_four_judged_kinds_and_writes_only_its_own_webhoo
         ("admissionregistration.k8s.io", "validatingwebhookconfigurations", ("get", "update"), (FULLNAME,)),
         ("apiextensions.k8s.io", "customresourcedefinitions", ("get", "list", "watch"), ()),
         ("apps", "deployments", ("get", "list", "watch"), ()),
+        ("argoproj.io", "applications", ("get", "list", "watch"), ()),
+        ("helm.cattle.io", "helmcharts", ("get", "list", "watch"), ()),
         ("helm.toolkit.fluxcd.io", "helmreleases", ("get", "list", "watch"), ()),
+        ("source.toolkit.fluxcd.io", "helmcharts", ("get", "list", "watch"), ()),
         ("source.toolkit.fluxcd.io", "ocirepositories", ("get", "list", "watch"), ()),
     ]
     assert all(len(r["apiGroups"]) == 1 and len(r["resources"]) == 1 for r in rules)
@@ -603,7 +644,15 @@ def test_rbac_covers_every_kind_the_rules_judge(default_docs: list[Doc]) -> None
     }
     resources = {"CustomResourceDefinition": "customresourcedefinitions", "Deployment": "deployments"}
     resources |= {"HelmRelease": "helmreleases", "OCIRepository": "ocirepositories"}
+    resources |= {"HelmChart": "helmcharts", "Application": "applications"}
     assert granted == {(group, resources[kind]) for group, kind in JUDGED_KINDS}
+
+
+def test_the_watches_read_what_the_cluster_role_grants(default_docs: list[Doc]) -> None:
+    from webhook.state.watch import RESOURCES
+
+    granted = {(r["apiGroups"][0], r["resources"][0]) for r in one(default_docs, "ClusterRole")["rules"]}
+    assert {(r.group, r.plural) for r in RESOURCES} == granted
 
 
 def test_no_hook_creates_cluster_scoped_objects(helm: Helm) -> None:
@@ -708,7 +757,7 @@ OVERRIDES: list[Any] = [
     ),
     pytest.param(
         ["--set-json", "webhook.crdNames=[]"],
-        lambda docs: set(webhooks(docs)) == {"deployments.crdguard.io", "flux.crdguard.io"},
+        lambda docs: set(webhooks(docs)) == set(WEBHOOKS) - {"crds.crdguard.io"},
         id="no crdNames drops the CRD webhook",
     ),
     pytest.param(
@@ -721,7 +770,10 @@ OVERRIDES: list[Any] = [
             in webhooks(docs)["deployments.crdguard.io"]["matchConditions"][0]["expression"]
             and '"kgateway-dev/kgateway"'
             in webhooks(docs)["deployments.crdguard.io"]["matchConditions"][0]["expression"]
-            and '"gateway-helm"' in webhooks(docs)["flux.crdguard.io"]["matchConditions"][0]["expression"]
+            and all(
+                '"gateway-helm"' in webhooks(docs)[name]["matchConditions"][0]["expression"]
+                for name in ("flux.crdguard.io", "argocd.crdguard.io", "k3s.crdguard.io")
+            )
         ),
         id="catalog.extra is mounted, passed, and widens every matchCondition",
     ),
@@ -1411,7 +1463,46 @@ def test_pod_security_restricted(
 
 APPS_NAMESPACE = "guard-apps"
 URL_RELEASE = "guard-url"
-FLUX_CRDS = ("helmreleases.helm.toolkit.fluxcd.io", "ocirepositories.source.toolkit.fluxcd.io")
+# The CRDs of the kinds crdguard reads besides CRDs and Deployments: upstream file, or None for Argo CD's
+# Application CRD, read from its Go module at a release tag.
+SOURCE_CRDS = {
+    "helmreleases.helm.toolkit.fluxcd.io": "flux/helmreleases.yaml",
+    "ocirepositories.source.toolkit.fluxcd.io": "flux/ocirepositories.yaml",
+    "helmcharts.source.toolkit.fluxcd.io": "flux/helmcharts.yaml",
+    "helmcharts.helm.cattle.io": "k3s-helm-controller/helmcharts.yaml",
+    "applications.argoproj.io": None,
+}
+
+
+def argocd_crd() -> Doc:
+    try:
+        return argocd_application_crd()
+    except BundleUnavailable as exc:
+        unavailable(f"Argo CD's Application CRD is not obtainable: {exc}")
+
+
+def application(name: str, source: Doc, *, sources: bool = False) -> Doc:
+    spec: Doc = {"project": "default", "destination": {"server": "https://kubernetes.default.svc"}}
+    spec.update({"sources": [source]} if sources else {"source": source})
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": name, "namespace": APPS_NAMESPACE},
+        "spec": spec,
+    }
+
+
+def helmchart(group: str, name: str, chart: str, namespace: str = APPS_NAMESPACE) -> Doc:
+    """A Flux (source.toolkit.fluxcd.io) or k3s (helm.cattle.io) HelmChart."""
+    spec: Doc = {"chart": chart, "version": "v2.0.4"}
+    if group == "source.toolkit.fluxcd.io":
+        spec |= {"interval": "10m", "sourceRef": {"kind": "HelmRepository", "name": "charts"}}
+    return {
+        "apiVersion": f"{group}/v1",
+        "kind": "HelmChart",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def deployment(name: str, namespace: str, image: str, labels: dict[str, str] | None = None) -> Doc:
@@ -1470,9 +1561,9 @@ def url_release(
     created: list[str] = []
     crds = [stand_in_crd("crdguard-e2e.example.com", "Gadget", "gadgets")]
     crds.append(stand_in_crd("crdguard-e2e.example.com", "Widget", "widgets"))
-    for name, path in zip(FLUX_CRDS, ("flux/helmreleases.yaml", "flux/ocirepositories.yaml"), strict=True):
+    for name, path in SOURCE_CRDS.items():
         if cluster.kubectl("get", "crd", name, check=False).returncode != 0:
-            crds.append(upstream_crd(upstream, path, name))
+            crds.append(argocd_crd() if path is None else upstream_crd(upstream, path, name))
     for crd in crds:
         cluster.kubectl("create", "--filename=-", input=json.dumps(crd))
         created.append(crd["metadata"]["name"])
@@ -1651,7 +1742,160 @@ REQUESTS = [
         ),
         id="an OCIRepository of another chart is not sent",
     ),
+    pytest.param(
+        Request(
+            "create",
+            lambda _: helmchart("source.toolkit.fluxcd.io", "kgateway", "kgateway"),
+            "flux.crdguard.io",
+        ),
+        id="a Flux HelmChart of the kgateway chart is sent",
+    ),
+    pytest.param(
+        Request("create", lambda _: helmchart("source.toolkit.fluxcd.io", "podinfo", "podinfo"), None),
+        id="a Flux HelmChart of another chart is not sent",
+    ),
+    pytest.param(
+        Request(
+            "create",
+            lambda _: application(
+                "kgateway", {"repoURL": "cr.kgateway.dev/kgateway-dev/charts", "chart": "kgateway"}
+            ),
+            "argocd.crdguard.io",
+        ),
+        id="an Argo CD Application of the kgateway chart is sent",
+    ),
+    pytest.param(
+        Request(
+            "create",
+            lambda _: application(
+                "kgateway-oci",
+                {"repoURL": "oci://cr.kgateway.dev/kgateway-dev/charts/kgateway"},
+                sources=True,
+            ),
+            "argocd.crdguard.io",
+        ),
+        id="a multi-source Application whose OCI repoURL ends in the chart is sent",
+    ),
+    pytest.param(
+        Request(
+            "create",
+            lambda _: application("web", {"repoURL": "https://git.example/web.git", "path": "deploy"}),
+            None,
+        ),
+        id="an Application of something else is not sent",
+    ),
+    pytest.param(
+        Request(
+            "create",
+            lambda _: helmchart(
+                "helm.cattle.io",
+                "kgateway",
+                "oci://cr.kgateway.dev/kgateway-dev/charts/kgateway",
+                "kube-system",
+            ),
+            "k3s.crdguard.io",
+        ),
+        id="a k3s HelmChart of the kgateway chart in kube-system is sent",
+    ),
+    pytest.param(
+        Request("create", lambda _: helmchart("helm.cattle.io", "podinfo", "podinfo", "kube-system"), None),
+        id="a k3s HelmChart of another chart is not sent",
+    ),
 ]
+
+
+def catalogued_crd(group: str, kind: str, plural: str) -> Doc:
+    crd = stand_in_crd(group, kind, plural)
+    if group == "k8s.io" or group.endswith(".k8s.io"):
+        # The API server refuses *.k8s.io groups without this annotation (Kubernetes KEP 1111).
+        crd["metadata"]["annotations"] = {
+            "api-approved.kubernetes.io": "https://github.com/kubernetes/enhancements/pull/1111"
+        }
+    return crd
+
+
+def catalog_requests() -> list[Any]:
+    """For every component and CRD of the default catalog (whatever it holds as it grows), a
+    request that must reach crdguard, and near misses that must not."""
+    catalog = load_catalog()
+    params = []
+    for component in sorted(catalog.components.values(), key=lambda c: c.name):
+        for path in component.detect.images:
+            for image in (f"registry.example/mirror/{path}:v1.0.0", f"{path}@sha256:{'d' * 64}"):
+                params.append(
+                    pytest.param(
+                        Request(
+                            "create",
+                            lambda _, i=image: deployment("ctrl", APPS_NAMESPACE, i),
+                            "deployments.crdguard.io",
+                        ),
+                        id=f"{component.name}: a Deployment running {image} is sent",
+                    )
+                )
+            if path.startswith("library/"):
+                bare = path.removeprefix("library/") + ":v1.0.0"
+                params.append(
+                    pytest.param(
+                        Request(
+                            "create",
+                            lambda _, i=bare: deployment("ctrl", APPS_NAMESPACE, i),
+                            "deployments.crdguard.io",
+                        ),
+                        id=f"{component.name}: a Deployment running the Docker Hub image {bare} is sent",
+                    )
+                )
+            # Near misses: a longer last segment, and the last segment under another repository.
+            last = path.rsplit("/", 1)[-1]
+            for near in (
+                f"registry.example/{path}-sidecar:v1.0.0",
+                f"registry.example/elsewhere/{last}:v1.0.0",
+            ):
+                params.append(
+                    pytest.param(
+                        Request("create", lambda _, i=near: deployment("ctrl", APPS_NAMESPACE, i), None),
+                        id=f"{component.name}: a Deployment running {near} is not sent",
+                    )
+                )
+        if component.detect.labels:
+            labels = dict(component.detect.labels)
+            params.append(
+                pytest.param(
+                    Request(
+                        "create",
+                        lambda _, la=labels: deployment("ctrl", APPS_NAMESPACE, "registry.example/x:1", la),
+                        "deployments.crdguard.io",
+                    ),
+                    id=f"{component.name}: a Deployment with its labels is sent",
+                )
+            )
+        for chart in sorted(component.detect.charts):
+            source = {"repoURL": "https://charts.example", "chart": chart, "targetRevision": "1.0.0"}
+            params.append(
+                pytest.param(
+                    Request("create", lambda _, s=source: application("app", s), "argocd.crdguard.io"),
+                    id=f"{component.name}: an Application of chart {chart} is sent",
+                )
+            )
+    for rule in sorted({r.crd: r for r in catalog.rules.values()}.values(), key=lambda r: r.crd):
+        plural, group = rule.crd.split(".", 1)
+        params.append(
+            pytest.param(
+                Request(
+                    "create",
+                    lambda _, g=group, k=rule.crd_kind, p=plural: catalogued_crd(g, k, p),
+                    "crds.crdguard.io",
+                ),
+                id=f"creating the CRD {rule.crd} is sent",
+            )
+        )
+    return params
+
+
+@pytest.mark.parametrize("request_", catalog_requests())
+def test_every_catalogued_component_and_crd_reaches_crdguard(
+    url_release: Release, control_plane: ControlPlane, upstream: Path, request_: Request
+) -> None:
+    test_what_the_webhooks_send(url_release, control_plane, upstream, request_)
 
 
 @pytest.mark.parametrize("request_", REQUESTS)
@@ -1678,3 +1922,57 @@ def test_the_api_server_rejects_cel_that_does_not_compile(control_plane: Control
     assert result.returncode != 0
     assert "compilation failed" in result.stderr
     assert "objekt" in result.stderr
+
+
+def test_a_catalog_of_many_components_stays_within_the_api_servers_limits(
+    control_plane: ControlPlane, helm: Helm, tmp_path: Path
+) -> None:
+    # 40 components of 5 images and 2 charts each, 200 CRDs: the matchConditions grow by list
+    # entries, not conditions, and the API server accepts their CEL (compilation and cost).
+    components = [
+        {
+            "name": f"gw{i}",
+            "detect": {
+                "images": [f"vendor{i}/controller-{j}" for j in range(5)],
+                "labels": {"app.kubernetes.io/name": f"gw{i}"},
+                "charts": [f"gw{i}", f"gw{i}-crds"],
+            },
+        }
+        for i in range(40)
+    ]
+    rules = [
+        {
+            "id": f"gw{i % 40}-needs-kind{i}",
+            "component": f"gw{i % 40}",
+            "versions": ">=1.0.0",
+            "crd": f"kind{i}s.example{i % 7}.example.com",
+            "crdKind": f"Kind{i}",
+            "requires": {"exists": True},
+            "whenCRDMissing": "conflict",
+            "failure": "crash",
+            "explanation": "A generated rule.",
+        }
+        for i in range(200)
+    ]
+    catalog = tmp_path / "big.yaml"
+    catalog.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "crdguard.io/v1alpha1",
+                "kind": "CompatibilityCatalog",
+                "components": components,
+                "rules": rules,
+            }
+        )
+    )
+    config = one(
+        helm.template(*MODES["url"], "--set-file", f"catalog.extra.big\\.yaml={catalog}"),
+        "ValidatingWebhookConfiguration",
+    )
+    assert all(len(w["matchConditions"]) <= 64 for w in config["webhooks"])
+    assert "controller-4" in config["webhooks"][1]["matchConditions"][0]["expression"]
+    config["metadata"]["name"] = "crdguard-many-components"
+    result = control_plane.kubectl(
+        "create", "--dry-run=server", "--filename=-", input=json.dumps(config), check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -26,7 +26,16 @@ from webhook.rules.messages import denial_message, warnings
 from webhook.rules.objects import CRD_KIND, summarize
 from webhook.state.files import add_objects, group_of
 
-NAMESPACED_KINDS = {"Deployment", "HelmRelease", "OCIRepository", "ConfigMap", "Secret", "Service"}
+NAMESPACED_KINDS = {
+    "Deployment",
+    "HelmRelease",
+    "OCIRepository",
+    "HelmChart",
+    "Application",
+    "ConfigMap",
+    "Secret",
+    "Service",
+}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 RUN_DIR := .run
 PORT ?= 8443
 
-.PHONY: help venv lint test unit e2e e2e-tools run bench soak lock clean
+.PHONY: help venv lint test unit e2e e2e-tools run bench soak lock clean releases
 
 help:
 	@echo "make run    serve the demo on https://127.0.0.1:$(PORT) (reported incident state)"
@@ -53,6 +53,10 @@ run: $(STAMP)
 	@echo "  $(BIN)/crdguard check --cluster examples/demo/cluster examples/demo/incoming"
 	@echo "  curl -s --cacert $(RUN_DIR)/certs/ca.crt -H 'Content-Type: application/json' --data @examples/demo/review-backendtlspolicy-v1.json https://127.0.0.1:$(PORT)/validate"
 	$(BIN)/crdguard serve --cluster examples/demo/cluster --cert-dir $(RUN_DIR)/certs --host 127.0.0.1 --port $(PORT)
+
+# Release facts (what each Gateway API / Inference Extension / kgateway release installs) for the planner.
+releases: $(STAMP)
+	$(BIN)/python hack/gen_releases.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'

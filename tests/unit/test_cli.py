@@ -30,7 +30,10 @@ from helpers import (
 
 DEMO = REPO_ROOT / "examples" / "demo"
 REPORTED = REPO_ROOT / "examples" / "catalogs" / "reported-kgateway-2.1.1-needs-v1alpha3.yaml"
-JSON_KEYS = {"kind", "apiVersion", "name", "namespace", "operation", "allowed", "message", "warnings"}
+JSON_KEYS = {
+    "kind", "apiVersion", "name", "namespace", "operation", "allowed", "message", "warnings",
+    "audited", "conflicts", "fixes",
+}  # fmt: skip
 
 V1_ONLY = crd(BTP, {"v1": True, "v1alpha3": False}, bundle_version="v1.4.0", channel="standard")
 BOTH = crd(BTP, {"v1": True, "v1alpha3": True}, bundle_version="v1.4.0", channel="experimental")

@@ -8,14 +8,14 @@ import sys
 from collections.abc import Sequence
 
 from webhook import __version__
-from webhook.cli import audit, certs, check, review, serve
+from webhook.cli import audit, certs, check, plan, review, serve
 from webhook.cli.common import EXIT_DENIED, EXIT_OK, EXIT_USAGE, UsageError, setup_logging
 from webhook.manifests import ManifestError
 from webhook.rules.catalog import CatalogError
 
 __all__ = ["EXIT_DENIED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
-COMMANDS = (check, review, serve, certs, audit)
+COMMANDS = (check, plan, review, serve, certs, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,3 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`crdguard check ... | head -1`): stop quietly, as other tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK

@@ -99,8 +99,23 @@ def test_json_output_has_exactly_the_documented_fields(tmp_path: Path) -> None:
         "allowed": False,
         "message": denied["message"],
         "warnings": [],
+        "audited": [],
+        "conflicts": [
+            {
+                "rule": "kgateway-2.0-reads-backendtlspolicy-v1alpha3",
+                "component": "kgateway",
+                "version": "v2.0.4",
+                "source": {"kind": "Deployment", "namespace": "kgateway-system", "name": "kgateway"},
+                "crd": BTP,
+                "needs": "v1alpha3",
+                "served": ["v1"],
+            }
+        ],
+        "fixes": denied["fixes"],
     }
     assert denied["message"].startswith("crdguard denied UPDATE of CustomResourceDefinition")
+    assert [f["retry"] for f in denied["fixes"]] == [True, False]
+    assert all(set(s) >= {"component", "version", "commands"} for f in denied["fixes"] for s in f["steps"])
     assert allowed == {
         "kind": "ConfigMap",
         "apiVersion": "v1",
@@ -110,6 +125,9 @@ def test_json_output_has_exactly_the_documented_fields(tmp_path: Path) -> None:
         "allowed": True,
         "message": "",
         "warnings": [],
+        "audited": [],
+        "conflicts": [],
+        "fixes": [],
     }
 
 

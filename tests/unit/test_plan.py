@@ -144,7 +144,11 @@ class Replay:
 # -- the planner, table-driven -----------------------------------------------------------------
 
 
-INCIDENT_PATH = [("gateway-api", "v1.4.0", "experimental"), ("kgateway-crds", "v2.1.1", None), ("kgateway", "v2.1.1", None)]
+INCIDENT_PATH = [
+    ("gateway-api", "v1.4.0", "experimental"),
+    ("kgateway-crds", "v2.1.1", None),
+    ("kgateway", "v2.1.1", None),
+]
 
 PLANS = [
     pytest.param(

@@ -429,17 +429,9 @@ class Planner:
         policy = state.policy
         view = state.view(self.view, self.catalog)
         for change in self._writes(state, component, release):
-            if change.kind == CRD_KIND and policy is not None and change.ref.name.endswith(GATEWAY_GROUP):
-                new, old = change.new, change.old
-                if isinstance(new, CRDInfo):
-                    why = policy.refusal(
-                        change.ref.name,
-                        _channel(old) if isinstance(old, CRDInfo) else None,
-                        _channel(new),
-                        _bundle_version(new),
-                    )
-                    if why:
-                        return None, why
+            why = _policy_refusal(policy, change)
+            if why:
+                return None, why
             verdict = review_change(change, view, self.catalog)
             if not verdict.allowed:
                 first = verdict.denied[0]
@@ -786,13 +778,16 @@ def fixes_for(
 
     def passes(state: State) -> bool:
         after = state.view(view, catalog)
-        return bool(state.moves) and review_change(_retried(change, after), after, catalog).allowed
+        retried = _retried(change, after)
+        if not state.moves or _policy_refusal(state.policy, retried):
+            return False
+        return review_change(retried, after, catalog).allowed
 
     path, _ = planner.search(passes, frozen=frozen)
     if path:
         steps = planner.render(path)
         fixes.append(
-            Fix("First " + _and(_lower(s.summary) for s in steps) + ", then retry this change", True, tuple(steps))
+            Fix(f"First {_and(_lower(s.summary) for s in steps)}, then retry this change", True, tuple(steps))
         )
 
     release_set = releases.get(moved or "")
@@ -803,8 +798,17 @@ def fixes_for(
         }
         want = Version.parse(requested[0])
         current = planner.start.version(release_set.component)
+        policy = planner.start.policy
         order = sorted(
-            (r for r in release_set.releases if (r.version, r.channel) not in (requested, current)),
+            (
+                r
+                for r in release_set.releases
+                if (r.version, r.channel) not in (requested, current)
+                and not (policy is not None and release_set.component == GATEWAY_API and r.policy is None)
+                and not (
+                    policy is not None and any(policy.refuses_version(c.bundle_version) for c in r.crds[:1])
+                )
+            ),
             key=lambda r: (_distance(Version.parse(r.version), want), r.channel != "experimental"),
         )
         for candidate in order[:6]:
@@ -848,6 +852,17 @@ def fixes_for(
                     Fix("Do it in this order: " + _and(s.summary for s in plan.steps), False, plan.steps)
                 )
     return fixes
+
+
+def _policy_refusal(policy: SafeUpgradesPolicy | None, change: Change) -> str:
+    """Why the installed safe-upgrades policy refuses this CRD write ("" when it does not)."""
+    new, old = change.new, change.old
+    if policy is None or change.kind != CRD_KIND or not change.ref.name.endswith(GATEWAY_GROUP):
+        return ""
+    if not isinstance(new, CRDInfo):
+        return ""  # the policy matches CREATE and UPDATE only
+    old_channel = _channel(old) if isinstance(old, CRDInfo) else None
+    return policy.refusal(change.ref.name, old_channel, _channel(new), _bundle_version(new))
 
 
 def _lower(text: str) -> str:

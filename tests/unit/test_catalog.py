@@ -131,7 +131,7 @@ def test_default_catalog_has_no_rule_beyond_the_facts(catalog: Catalog) -> None:
     assert set(catalog.components) == {"kgateway"}
 
 
-def test_default_catalog_rules_name_their_kind_explain_fix_and_cite_upstream(catalog: Catalog) -> None:
+def test_default_catalog_rules_name_their_kind_explain_and_cite_upstream(catalog: Catalog) -> None:
     upstream_repos = {
         "kgateway-dev/kgateway",
         "kubernetes-sigs/gateway-api",
@@ -140,7 +140,7 @@ def test_default_catalog_rules_name_their_kind_explain_fix_and_cite_upstream(cat
     for rule in catalog.rules.values():
         assert rule.crd_kind and rule.crd_kind[0].isupper(), rule.id
         assert len(rule.explanation) > 40, rule.id
-        assert rule.fix and all(step.commands for step in rule.fix), rule.id
+        assert not rule.fix, f"{rule.id}: fixes are planned from release data, not written in the catalog"
         assert rule.evidence, rule.id
         assert {e.repo for e in rule.evidence} <= upstream_repos, rule.id
         assert all(e.tag.startswith("v") and e.path for e in rule.evidence), rule.id

@@ -31,7 +31,10 @@ from helpers import (
 
 DEMO = REPO_ROOT / "examples" / "demo"
 REPORTED = REPO_ROOT / "examples" / "catalogs" / "reported-kgateway-2.1.1-needs-v1alpha3.yaml"
-JSON_KEYS = {"kind", "apiVersion", "name", "namespace", "operation", "allowed", "message", "warnings", "file"}
+JSON_KEYS = {
+    "kind", "apiVersion", "name", "namespace", "operation", "allowed", "message", "warnings",
+    "audited", "conflicts", "fixes", "file",
+}  # fmt: skip
 
 V1_ONLY = crd(BTP, {"v1": True, "v1alpha3": False}, bundle_version="v1.4.0", channel="standard")
 BOTH = crd(BTP, {"v1": True, "v1alpha3": True}, bundle_version="v1.4.0", channel="experimental")
@@ -98,8 +101,23 @@ def test_json_output_has_exactly_the_documented_fields(tmp_path: Path) -> None:
         "message": denied["message"],
         "warnings": [],
         "file": incoming,
+        "audited": [],
+        "conflicts": [
+            {
+                "rule": "kgateway-2.0-reads-backendtlspolicy-v1alpha3",
+                "component": "kgateway",
+                "version": "v2.0.4",
+                "source": {"kind": "Deployment", "namespace": "kgateway-system", "name": "kgateway"},
+                "crd": BTP,
+                "needs": "v1alpha3",
+                "served": ["v1"],
+            }
+        ],
+        "fixes": denied["fixes"],
     }
     assert denied["message"].startswith("crdguard denied UPDATE of CustomResourceDefinition")
+    assert [f["retry"] for f in denied["fixes"]] == [True, False]
+    assert all(set(s) >= {"component", "version", "commands"} for f in denied["fixes"] for s in f["steps"])
     assert allowed == {
         "kind": "ConfigMap",
         "apiVersion": "v1",
@@ -110,6 +128,9 @@ def test_json_output_has_exactly_the_documented_fields(tmp_path: Path) -> None:
         "message": "",
         "warnings": [],
         "file": incoming,
+        "audited": [],
+        "conflicts": [],
+        "fixes": [],
     }
 
 

@@ -10,12 +10,13 @@ into 4xx answers that say what is wrong.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -24,10 +25,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from webhook.admission.review import AdmissionRequest, ReviewError, build_response, decode, parse_review
+from webhook.catalogs import load_releases
 from webhook.rules.catalog import Catalog, Enforcement
 from webhook.rules.engine import Verdict, review_change
 from webhook.rules.inventory import ClusterView
 from webhook.rules.messages import audit_annotations, denial_message, warnings
+from webhook.rules.plan import fixes_for
+from webhook.rules.releases import ReleaseSet
 
 # The API server caps request bodies at 3 MiB; leave room for the review envelope.
 DEFAULT_MAX_BODY = int(3 * 1024 * 1024 * 1.1)
@@ -67,6 +71,7 @@ class ServiceConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     body_timeout_seconds: float = 10.0
     background: tuple[Background, ...] = ()
+    releases: Mapping[str, ReleaseSet] = field(default_factory=load_releases)
 
 
 class Metrics:
@@ -209,16 +214,24 @@ _REVIEW_SCHEMA: dict[str, Any] = {
 
 def judge(request: AdmissionRequest, config: ServiceConfig) -> Verdict:
     change = request.to_change(config.catalog)
+    if change.operation == "DELETE" and change.old is None:
+        # Without oldObject, the object being deleted is the one the cluster holds now.
+        old = config.state.view.summary(change.ref)
+        change = dataclasses.replace(change, old=old)
     return review_change(change, config.state.view, config.catalog, config.enforcement)
 
 
-def respond(request: AdmissionRequest, verdict: Verdict) -> bytes:
+def respond(request: AdmissionRequest, verdict: Verdict, config: ServiceConfig | None = None) -> bytes:
     if verdict.allowed and not verdict.judged:
         return build_response(request, True)
+    fixes = None
+    if not verdict.allowed and config is not None and verdict.change is not None:
+        # Denials are rare: planning the way out from the state before the change is worth its time.
+        fixes = fixes_for(verdict.change, config.state.view, config.catalog, config.releases)
     return build_response(
         request,
         verdict.allowed,
-        "" if verdict.allowed else denial_message(verdict),
+        "" if verdict.allowed else denial_message(verdict, fixes),
         warnings(verdict),
         audit_annotations(verdict),
     )
@@ -307,7 +320,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
             return _error(400, str(exc), metrics)
         try:
             verdict = judge(review, config)
-            payload = respond(review, verdict)
+            payload = respond(review, verdict, config)
         except Exception:
             # A bug must not become a 500 the API server cannot explain: answer "errored".
             log.exception("internal error judging %s %s", review.kind, review.name)

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import uuid
 from types import FrameType
 from typing import Any
 
@@ -87,6 +88,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="with a live cluster: export crdguard_conflicts but create no Kubernetes Event when a "
         "conflict appears",
     )
+    serve.add_argument(
+        "--policy-reports",
+        action="store_true",
+        help="with a live cluster: keep wgpolicyk8s.io/v1alpha2 PolicyReports (namespace of the conflicting "
+        "object) and a ClusterPolicyReport (on the CRDs) equal to the current conflicts; only the replica "
+        "holding --leader-lease writes them",
+    )
+    serve.add_argument(
+        "--leader-lease",
+        metavar="NAMESPACE/NAME",
+        help="with --policy-reports: the coordination.k8s.io Lease that elects the one replica writing "
+        "the reports (created if absent)",
+    )
     serve.set_defaults(func=run)
 
 
@@ -149,6 +163,26 @@ def registration_of(args: argparse.Namespace, state: Any, serving: Any) -> Any:
     )
 
 
+def policy_reports_of(args: argparse.Namespace, state: Any) -> list[Any]:
+    """The Lease and the PolicyReportWriter for --policy-reports, writer first: it stops before the
+    Lease is handed back, so no report is written by a replica that no longer leads."""
+    from webhook.state.lease import LeaderLease, LeaseRef
+    from webhook.state.policyreports import PolicyReportWriter
+
+    if getattr(state, "kube", None) is None:
+        raise UsageError("--policy-reports writes to the API server: it needs a live cluster")
+    namespace, _, name = (args.leader_lease or "").partition("/")
+    if not namespace or not name:
+        raise UsageError(
+            "--policy-reports needs --leader-lease NAMESPACE/NAME (the Lease that elects the writer)"
+        )
+    # Unique per process, as client-go does: a restarted pod must not renew its predecessor's Lease.
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    lease = LeaderLease(state.kube, LeaseRef(namespace, name), identity)
+    state.reporter = PolicyReportWriter(state.kube, state.tracker.conflicts, state.tracker.synced, lease)
+    return [state.reporter, lease]
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -171,6 +205,10 @@ def run(args: argparse.Namespace) -> int:
 
         state.tracker = ConflictTracker(state.kube, state, events=not args.no_conflict_events)
         background.append(state.tracker)
+    if args.policy_reports:
+        background.extend(policy_reports_of(args, state))
+    elif args.leader_lease:
+        raise UsageError("--leader-lease elects the PolicyReport writer: it needs --policy-reports")
     if args.register_webhook:
         background.append(registration_of(args, state, serving))
     config = ServiceConfig(

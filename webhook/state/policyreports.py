@@ -170,7 +170,7 @@ class PolicyReportWriter:
         self._thread: threading.Thread | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"leader": self.lease.is_leader, "writes": self.writes}
+        return {"leader": self.lease.is_leader, "identity": self.lease.identity, "writes": self.writes}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="crdguard-policyreports", daemon=True)

@@ -56,7 +56,8 @@ def chart_kubeconfig(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFac
 
 
 def metrics(guard: Guard) -> dict[str, float]:
-    with urllib.request.urlopen(guard.url + "/metrics", context=guard.context, timeout=10) as response:
+    # The metrics port (plain HTTP), not the admission port: that one serves only reviews and probes.
+    with urllib.request.urlopen(f"http://127.0.0.1:{guard.metrics_port}/metrics", timeout=10) as response:
         text = response.read().decode()
     return {
         name: float(value)

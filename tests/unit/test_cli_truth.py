@@ -87,6 +87,41 @@ def assert_one_line_error(done: Any, code: int, *fragments: str) -> None:
 
 
 CASES = [
+    pytest.param(
+        [
+            "serve",
+            "--insecure",
+            "--cluster",
+            "examples/demo/cluster",
+            "--policy-reports",
+            "--leader-lease=a/b",
+        ],
+        {},
+        2,
+        ["--policy-reports writes to the API server"],
+        id="policy reports over a fixed state exit 2",
+    ),
+    pytest.param(
+        ["serve", "--insecure", "--kubeconfig", "{closed}", "--policy-reports"],
+        {},
+        2,
+        ["--policy-reports needs --leader-lease NAMESPACE/NAME"],
+        id="policy reports without a Lease exit 2 before connecting",
+    ),
+    pytest.param(
+        ["serve", "--insecure", "--kubeconfig", "{closed}", "--policy-reports", "--leader-lease=nons"],
+        {},
+        2,
+        ["--leader-lease NAMESPACE/NAME"],
+        id="a Lease without a namespace exits 2",
+    ),
+    pytest.param(
+        ["serve", "--insecure", "--kubeconfig", "{closed}", "--leader-lease=a/b"],
+        {},
+        2,
+        ["--leader-lease elects the PolicyReport writer"],
+        id="a Lease without policy reports exits 2",
+    ),
     pytest.param(["audit"], {}, 2, ["no cluster to audit"], id="audit with no source at all exits 2"),
     pytest.param(["serve", "--insecure"], {}, 2, ["no cluster to follow"], id="serve with no source exits 2"),
     pytest.param(

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from webhook.admission.review import AdmissionRequest, ReviewError, build_response, decode, parse_review
 from webhook.catalogs import load_releases
@@ -103,7 +103,7 @@ class StateCollector:
     def __init__(self, state: ClusterState) -> None:
         self.state = state
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         described = self.state.describe()
         objects = GaugeMetricFamily(
             "crdguard_state_objects", "Objects held in the cluster view", labels=["kind"]
@@ -134,6 +134,18 @@ class StateCollector:
                 "crdguard_conflicts_total",
                 "Conflicts present in the cluster now",
                 value=len(described["conflicts"]),
+            )
+        if "policyReports" in described:
+            reports = described["policyReports"]
+            yield GaugeMetricFamily(
+                "crdguard_policy_reports_leader",
+                "1 while this replica holds the Lease and writes the PolicyReports",
+                value=1.0 if reports["leader"] else 0.0,
+            )
+            yield CounterMetricFamily(
+                "crdguard_policy_report_writes",
+                "PolicyReports and ClusterPolicyReports created, updated or deleted by this replica",
+                value=reports["writes"],
             )
         watches = described.get("watches", {})
         for name, help_text in (

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import uuid
 from types import FrameType
 from typing import Any
 
@@ -87,6 +88,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="with a live cluster: export crdguard_conflicts but create no Kubernetes Event when a "
         "conflict appears",
     )
+    serve.add_argument(
+        "--policy-reports",
+        action="store_true",
+        help="with a live cluster: keep wgpolicyk8s.io/v1alpha2 PolicyReports (namespace of the conflicting "
+        "object) and a ClusterPolicyReport (on the CRDs) equal to the current conflicts; only the replica "
+        "holding --leader-lease writes them",
+    )
+    serve.add_argument(
+        "--leader-lease",
+        metavar="NAMESPACE/NAME",
+        help="with --policy-reports: the coordination.k8s.io Lease that elects the one replica writing "
+        "the reports (created if absent)",
+    )
     serve.set_defaults(func=run)
 
 
@@ -149,6 +163,37 @@ def registration_of(args: argparse.Namespace, state: Any, serving: Any) -> Any:
     )
 
 
+def lease_of(args: argparse.Namespace) -> Any:
+    """The LeaseRef of --leader-lease, checked before any connection is made."""
+    from webhook.state.lease import LeaseRef
+
+    if args.leader_lease and not args.policy_reports:
+        raise UsageError("--leader-lease elects the PolicyReport writer: it needs --policy-reports")
+    if not args.policy_reports:
+        return None
+    if args.cluster:
+        raise UsageError("--policy-reports writes to the API server: it needs a live cluster, not --cluster")
+    namespace, _, name = (args.leader_lease or "").partition("/")
+    if not namespace or not name or "/" in name:
+        raise UsageError(
+            "--policy-reports needs --leader-lease NAMESPACE/NAME (the Lease that elects the writer)"
+        )
+    return LeaseRef(namespace, name)
+
+
+def policy_reports_of(state: Any, lease_ref: Any) -> list[Any]:
+    """The PolicyReportWriter and its Lease, writer first: it stops before the Lease is handed
+    back, so no report is written by a replica that no longer leads."""
+    from webhook.state.lease import LeaderLease
+    from webhook.state.policyreports import PolicyReportWriter
+
+    # Unique per process, as client-go does: a restarted pod must not renew its predecessor's Lease.
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    lease = LeaderLease(state.kube, lease_ref, identity)
+    state.reporter = PolicyReportWriter(state.kube, state.tracker.conflicts, state.tracker.synced, lease)
+    return [state.reporter, lease]
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -162,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.insecure and args.client_ca_file:
         raise UsageError("--client-ca-file needs TLS; it cannot be combined with --insecure")
+    lease_ref = lease_of(args)
     catalog = catalog_of(args)
     state = state_of(args, catalog)
     serving = _Server()
@@ -171,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
 
         state.tracker = ConflictTracker(state.kube, state, events=not args.no_conflict_events)
         background.append(state.tracker)
+    if lease_ref is not None:
+        background.extend(policy_reports_of(state, lease_ref))
     if args.register_webhook:
         background.append(registration_of(args, state, serving))
     config = ServiceConfig(

@@ -41,6 +41,7 @@ class ConflictTracker:
         self.events = events
         self.conflict_set = ConflictSet()
         self.events_created = 0
+        self.synced = threading.Event()  # set once every conflict has been computed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -61,6 +62,7 @@ class ConflictTracker:
         inventory, catalog = self.state.inventory, self.state.catalog
         inventory.drain_touched()
         changes = self.conflict_set.rebuild(inventory, catalog)
+        self.synced.set()
         while True:
             for conflict in changes.appeared:
                 log.warning(

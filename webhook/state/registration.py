@@ -47,7 +47,9 @@ class DesiredWebhooks:
         try:
             doc = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise RegistrationError(f"{path}: cannot read the webhook configuration: {exc}") from None
+            # One line: a YAML error spans several (the problem, then where it is).
+            detail = " ".join(str(exc).split())
+            raise RegistrationError(f"{path}: cannot read the webhook configuration: {detail}") from None
         if not isinstance(doc, Mapping) or doc.get("kind") != "ValidatingWebhookConfiguration":
             raise RegistrationError(f"{path}: expected one ValidatingWebhookConfiguration document")
         name = (doc.get("metadata") or {}).get("name")

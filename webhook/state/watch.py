@@ -307,6 +307,7 @@ class WatchedState:
         self._stop = threading.Event()
         self._streams: dict[str, Any] = {}
         self.tracker: Any = None  # a ConflictTracker (state/conflicts.py) when serve tracks conflicts
+        self.reporter: Any = None  # a PolicyReportWriter (state/policyreports.py) with --policy-reports
 
     @classmethod
     def connect(
@@ -373,6 +374,7 @@ class WatchedState:
                 for s in self.status.values()
             },
             **({"conflicts": self._conflicts()} if self.tracker is not None else {}),
+            **({"policyReports": self.reporter.describe()} if self.reporter is not None else {}),
         }
 
     def _conflicts(self) -> list[dict[str, str]]:

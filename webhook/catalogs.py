@@ -7,11 +7,17 @@ from importlib import resources
 from webhook.manifests import parse_documents, read_text
 from webhook.rules.catalog import Catalog
 
-DEFAULT_CATALOG = "default.yaml"
+
+def default_catalog_files() -> list[tuple[str, str]]:
+    """``(name, text)`` of every packaged catalog file (one per component), in name order."""
+    folder = resources.files("webhook.rules") / "catalog"
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
+    return [(f"default catalog {f.name}", f.read_text(encoding="utf-8")) for f in files]
 
 
 def default_catalog_text() -> str:
-    return (resources.files("webhook.rules") / "catalog" / DEFAULT_CATALOG).read_text(encoding="utf-8")
+    """The packaged catalog files as one multi-document YAML stream."""
+    return "\n---\n".join(text for _, text in default_catalog_files())
 
 
 def load_catalog(extra_files: list[str] | tuple[str, ...] = ()) -> Catalog:
@@ -19,7 +25,9 @@ def load_catalog(extra_files: list[str] | tuple[str, ...] = ()) -> Catalog:
 
     Raises CatalogError or ManifestError, each naming the file at fault.
     """
-    documents = [(d.source, d.body) for d in parse_documents("default catalog", default_catalog_text())]
+    documents = [
+        (d.source, d.body) for name, text in default_catalog_files() for d in parse_documents(name, text)
+    ]
     for path in extra_files:
         name, text = read_text(path)
         documents.extend((d.source, d.body) for d in parse_documents(name, text))

@@ -65,7 +65,7 @@ kind: CompatibilityCatalog
 components:
   - name: envoy-gateway
     detect:
-      images: [envoy-gateway]
+      images: [envoyproxy/envoy-gateway]
       labels: {app.kubernetes.io/name: envoy-gateway}
       charts: [gateway-helm]
 rules:
@@ -73,8 +73,10 @@ rules:
     component: envoy-gateway
     versions: ">=1.0.0"
     crd: gadgets.crdguard-e2e.example.com
+    crdKind: Gadget
     requires: {exists: true}
     whenCRDMissing: conflict
+    failure: crash
     explanation: A test-only rule; the gadgets CRD stands for a CRD a site catalog guards.
 """
 GADGETS_CRD = "gadgets.crdguard-e2e.example.com"
@@ -854,9 +856,10 @@ def test_every_value_is_commented() -> None:
 
 def test_default_match_values_mirror_the_default_catalog() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())["webhook"]
-    catalog = yaml.safe_load(default_catalog_text())
-    assert sorted(values["crdNames"]) == sorted({rule["crd"] for rule in catalog["rules"]}) == DEFAULT_CRDS
-    detects = [component["detect"] for component in catalog["components"]]
+    documents = [d for d in yaml.safe_load_all(default_catalog_text()) if d]
+    rules = [rule for d in documents for rule in d.get("rules", [])]
+    assert sorted(values["crdNames"]) == sorted({rule["crd"] for rule in rules}) == DEFAULT_CRDS
+    detects = [component["detect"] for d in documents for component in d.get("components", [])]
     match = values["componentMatch"]
     assert sorted(match["imageNames"]) == sorted({i for d in detects for i in d["images"]})
     assert sorted(match["charts"]) == sorted({c for d in detects for c in d["charts"]})

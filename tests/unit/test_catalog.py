@@ -149,7 +149,7 @@ def test_default_catalog_rules_name_their_kind_explain_fix_and_cite_upstream(cat
 
 def test_default_catalog_recognises_kgateway_as_its_chart_installs_it(catalog: Catalog) -> None:
     kgateway = catalog.components["kgateway"]
-    assert "kgateway" in kgateway.detect.images
+    assert kgateway.detect.images == ("kgateway-dev/kgateway",)
     assert "kgateway" in kgateway.detect.charts
     assert kgateway.detect.labels.get("app.kubernetes.io/name") == "kgateway"
     # FACTS: app.kubernetes.io/version is stuck at 1.16.0 and must not be a signal.
@@ -174,7 +174,9 @@ rules:
     component: {base.component}
     versions: "{base.versions}"
     crd: {base.crd}
+    crdKind: {base.crd_kind}
     requires: {{servedVersion: {base.served_version}}}
+    failure: {base.failure}
     enforcement: {enforcement}
     explanation: {explanation}
 """
@@ -218,7 +220,7 @@ kind: CompatibilityCatalog
 components:
   - name: kgateway
     detect:
-      images: [kgateway, kgateway-mirrored]
+      images: [kgateway-dev/kgateway, platform/kgateway-mirrored]
       charts: [kgateway]
     features:
       inferenceExtension:
@@ -226,7 +228,8 @@ components:
 """
     )
     merged = load_catalog([str(path)])
-    assert merged.components["kgateway"].detect.images == frozenset({"kgateway", "kgateway-mirrored"})
+    images = merged.components["kgateway"].detect.images
+    assert images == ("kgateway-dev/kgateway", "platform/kgateway-mirrored")
     assert merged.components["kgateway"].detect.labels == {}
     assert merged.components["kgateway"].features["inferenceExtension"].helm_value is None
     # The default rules still hold, now for the replaced component.
@@ -241,7 +244,9 @@ GOOD_RULE = """\
     component: kgateway
     versions: ">=2.1.0"
     crd: backendtlspolicies.gateway.networking.k8s.io
+    crdKind: BackendTLSPolicy
     requires: {servedVersion: v1}
+    failure: never-ready
     explanation: kgateway reads v1
 """
 
@@ -275,7 +280,7 @@ BROKEN = [
     (_rule_with(requires="<drop>"), ["(my-rule)", "requires must be a mapping"], "a rule without requires"),
     (
         _rule_with(requires="{}"),
-        ["(my-rule)", "requires needs servedVersion"],
+        ["(my-rule)", "requires needs exactly one of servedVersion"],
         "requires with nothing required",
     ),
     (
@@ -487,7 +492,11 @@ def test_second_component_warn_rule_allows_with_a_warning() -> None:
     loaded = load_catalog([str(MY_GATEWAY)])
     cluster = Cluster(
         loaded,
-        [deployment("v4.0.0", name="edge", namespace="gateways", image="my-gateway:v4.0.0", labels={})],
+        [
+            deployment(
+                "v4.0.0", name="edge", namespace="gateways", image="platform/my-gateway:v4.0.0", labels={}
+            )
+        ],
     )
     verdict = cluster.apply(crd(BTP, {"v1alpha3": True}))
     assert verdict.allowed

@@ -591,8 +591,14 @@ def test_every_warning_stays_under_120_characters(
         ),
         pytest.param([deployment("latest")], id="a Deployment running the latest tag"),
         pytest.param(
-            [deployment("v2.0.4", image="cr.kgateway.dev/kgateway-dev/kgateway@sha256:" + "b" * 64)],
-            id="a Deployment running an image by digest",
+            [
+                deployment(
+                    "v2.0.4",
+                    image="cr.kgateway.dev/kgateway-dev/kgateway@sha256:" + "b" * 64,
+                    labels={"app.kubernetes.io/name": "kgateway"},
+                )
+            ],
+            id="a Deployment running an image by digest without a chart label",
         ),
     ],
 )
@@ -624,6 +630,7 @@ rules:
     crd: {BTP}
     crdKind: BackendTLSPolicy
     requires: {{servedVersion: v1alpha3}}
+    failure: never-ready
     enforcement: {enforcement}
     explanation: kgateway 2.0.x watches BackendTLSPolicy at v1alpha3.
 """

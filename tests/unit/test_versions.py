@@ -16,6 +16,7 @@ from webhook.rules.versions import Version, VersionError, VersionRange
         pytest.param("v2.1.1", Version(2, 1, 1), id="a leading v is ignored"),
         pytest.param("  v1.4.0 ", Version(1, 4, 0), id="surrounding blanks are ignored"),
         pytest.param("v2.1.0-rc.1", Version(2, 1, 0, ("rc", 1)), id="a prerelease keeps its identifiers"),
+        pytest.param("1.0.0-0a.10", Version(1, 0, 0, ("0a", 10)), id="an alphanumeric id may start with 0"),
         pytest.param(
             "1.0.0-alpha.beta", Version(1, 0, 0, ("alpha", "beta")), id="alphanumeric ids stay text"
         ),
@@ -42,6 +43,10 @@ def test_parse_reads_semver_with_or_without_v(text: str, expected: Version) -> N
         pytest.param("*", id="a star is not a version"),
         pytest.param("@sha256:abcdef", id="a digest is not a version"),
         pytest.param("2.1.1-", id="an empty prerelease is not a version"),
+        pytest.param("1.0.0-01", id="a numeric prerelease identifier with a leading zero is not semver"),
+        pytest.param("1.0.0-rc.01", id="a later numeric identifier with a leading zero is not semver"),
+        pytest.param("1.0.0-a..b", id="an empty prerelease identifier is not semver"),
+        pytest.param("1.0.0+a..b", id="an empty build identifier is not semver"),
     ],
 )
 def test_parse_refuses_what_is_not_a_version(text: str) -> None:
@@ -149,6 +154,12 @@ def test_exact_accepts_one_release_and_refuses_ranges(text: str | None, expected
         pytest.param("<=2.1.1", "2.1.1", True, id="an inclusive upper bound includes itself"),
         pytest.param("<2.1", "2.0.9", True, id="a partial bound is zero-filled"),
         pytest.param("", "0.0.1", True, id="an empty range matches everything"),
+        pytest.param("=2.1.0-rc.1", "2.1.0-rc.1", True, id="a pre-release bound matches that pre-release"),
+        pytest.param("=2.1.0-rc.1", "2.1.0-rc.2", False, id="a pre-release bound is not its neighbour"),
+        pytest.param("=2.1.0-rc.1", "2.1.0", False, id="a pre-release bound is not its release"),
+        pytest.param(">=2.1.0-rc.2", "2.1.0-rc.1", False, id="an earlier candidate is below a bound"),
+        pytest.param(">=2.1.0-rc.2", "2.1.0", True, id="the release is above its candidate bound"),
+        pytest.param("<2.1.0-rc.1", "2.1.0-beta.3", True, id="a beta is below a candidate bound"),
         pytest.param("*", "9.9.9", True, id="a star range matches everything"),
     ],
 )

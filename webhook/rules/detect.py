@@ -1,19 +1,48 @@
-"""Recognise installed components (and their versions) from object summaries, as the catalog says."""
+"""Recognise installed components (and their versions) from object summaries, as the catalog says.
+
+Detection does not guess: an image matches a component only on whole trailing path segments of
+its repository (registry ignored), and a version is read only from an image tag, the chart label
+of a Deployment whose image carries no tag, a chart version, or an image tag set in chart values.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from webhook.rules.catalog import Catalog, Component
+from webhook.rules.catalog import Catalog, Component, Detection, Feature, go_bool
 from webhook.rules.objects import (
+    ARGOCD_TRACKING_ID,
+    HELM_RELEASE_NAME,
+    HELM_RELEASE_NAMESPACE,
+    HELMRELEASE_KIND,
     OCIREPOSITORY_KIND,
+    Container,
     DeploymentSummary,
     HelmReleaseSummary,
     ObjectRef,
     OCIRepositorySummary,
 )
 from webhook.rules.versions import Version
+
+FLUX_NAME_LABEL = "helm.toolkit.fluxcd.io/name"
+FLUX_NAMESPACE_LABEL = "helm.toolkit.fluxcd.io/namespace"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+ARGOCD_APPLICATION_KIND = "Application"
+DOCKER_HUB = "docker.io"
+
+
+@dataclass(frozen=True, slots=True)
+class Installation:
+    """How a release was installed: what a fix must edit, and the names it must use."""
+
+    manager: str = ""  # "helm" | "flux" | "argocd" | "k3s" | "" (unknown)
+    release_name: str | None = None
+    release_namespace: str | None = None
+    owner: ObjectRef | None = None  # the object a fix must edit (HelmRelease, or the OCIRepository
+    # when the version comes from it); None for a plain Helm release or an unmanaged Deployment
+    chart_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,21 +55,118 @@ class ComponentRelease:
     source: ObjectRef
     detail: str  # the image, chart or OCI URL that revealed it
     features: frozenset[str]
+    installation: Installation = Installation()
 
     def describe(self) -> str:
         return f"{self.component} {self.version_text} ({self.source}, {self.detail})"
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """One release, however many objects reveal it: a HelmRelease and the Deployment it created
+        share the Helm release name and namespace."""
+        install = self.installation
+        if install.release_name:
+            return (self.component, install.release_namespace or "", install.release_name)
+        return (self.component, str(self.source))
 
 
 OCILookup = Callable[[ObjectRef], OCIRepositorySummary | None]
 
 
-def _image_repo_and_tag(image: str) -> tuple[str, str | None]:
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    registry: str
+    path: str  # repository path without registry; Docker Hub official images as "library/<name>"
+    tag: str | None
+    digest: str | None
+
+
+def parse_image(image: str) -> ImageRef:
     name, _, digest = image.partition("@")
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        return name[:colon], name[colon + 1 :]
-    return name, None if not digest else f"@{digest}"
+    tag = None
+    if name.rfind(":") > name.rfind("/"):
+        name, _, tag = name.rpartition(":")
+    first, slash, rest = name.partition("/")
+    # Docker's rule: the first segment is a registry when it has a dot or port, or is localhost.
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        registry, path = first, rest
+    else:
+        registry, path = DOCKER_HUB, name
+    if registry in (DOCKER_HUB, "index.docker.io") and "/" not in path:
+        path = f"library/{path}"
+    return ImageRef(registry, path, tag or None, digest or None)
+
+
+def image_matches(image: ImageRef, paths: Iterable[str]) -> bool:
+    """True when the repository path ends in one of ``paths`` on whole segments."""
+    return any(image.path == p or image.path.endswith("/" + p) for p in paths)
+
+
+def version_of_tag(tag: str, detect: Detection) -> str:
+    for suffix in detect.tag_suffixes:
+        if tag.endswith(suffix) and len(tag) > len(suffix):
+            return tag[: -len(suffix)]
+    return tag
+
+
+def _chart_label_version(labels: Mapping[str, str], detect: Detection) -> str | None:
+    label = labels.get(detect.chart_label, "")
+    for chart in sorted(detect.charts, key=len, reverse=True):
+        if label.startswith(chart + "-") and label[len(chart) + 1 :]:
+            return label[len(chart) + 1 :]
+    return None
+
+
+def _same(found: object, wanted: object) -> bool:
+    # Chart values are YAML: "true", true and "1" all switch a Go boolean on.
+    if isinstance(wanted, bool):
+        parsed = found if isinstance(found, bool) else go_bool(str(found))
+        return parsed is wanted
+    return found == wanted
+
+
+def _feature_in_containers(feature: Feature, containers: Iterable[Container]) -> bool:
+    decided: bool | None = None
+    containers = tuple(containers)
+    for container in containers:
+        for arg in container.args:
+            name, eq, value = arg.partition("=")
+            if name in feature.disable_args and (not eq or go_bool(value) is True):
+                return False
+            if name in feature.args:
+                on = True if not eq else go_bool(value)
+                decided = on if on is not None else decided  # the last occurrence wins, as in Go's flag
+    if decided is not None:
+        return decided
+    if feature.env is not None:
+        for container in containers:
+            if feature.env.name in container.env:
+                said = feature.env.reads(container.env[feature.env.name])
+                if said is not None:
+                    return said
+    return feature.default
+
+
+def deployment_installation(summary: DeploymentSummary, detect: Detection) -> Installation:
+    labels, annotations = summary.labels, summary.annotations
+    namespace = summary.ref.namespace
+    release_name = annotations.get(HELM_RELEASE_NAME) or labels.get(INSTANCE_LABEL)
+    release_namespace = annotations.get(HELM_RELEASE_NAMESPACE) or namespace
+    chart_version = _chart_label_version(labels, detect)
+    if labels.get(FLUX_NAME_LABEL):
+        owner = ObjectRef(
+            HELMRELEASE_KIND, labels.get(FLUX_NAMESPACE_LABEL) or namespace, labels[FLUX_NAME_LABEL]
+        )
+        return Installation("flux", release_name, release_namespace, owner, chart_version)
+    tracking = annotations.get(ARGOCD_TRACKING_ID, "")
+    if tracking:
+        # "<app>:<group>/<kind>:<namespace>/<name>"; apps outside Argo CD's namespace are "<ns>_<app>".
+        app = tracking.split(":", 1)[0]
+        app_namespace, _, app_name = app.rpartition("_")
+        owner = ObjectRef(ARGOCD_APPLICATION_KIND, app_namespace or None, app_name)
+        return Installation("argocd", release_name, release_namespace, owner, chart_version)
+    helm = HELM_RELEASE_NAME in annotations or labels.get(MANAGED_BY_LABEL) == "Helm"
+    return Installation("helm" if helm else "", release_name, release_namespace, None, chart_version)
 
 
 def detect_deployment(summary: DeploymentSummary, catalog: Catalog) -> tuple[ComponentRelease, ...]:
@@ -55,12 +181,7 @@ def detect_deployment(summary: DeploymentSummary, catalog: Catalog) -> tuple[Com
 def _detect_in_deployment(summary: DeploymentSummary, component: Component) -> ComponentRelease | None:
     detect = component.detect
     container = next(
-        (
-            c
-            for c in summary.containers
-            if _image_repo_and_tag(c.image)[0].rsplit("/", 1)[-1] in detect.images
-        ),
-        None,
+        (c for c in summary.containers if image_matches(parse_image(c.image), detect.images)), None
     )
     labelled = bool(detect.labels) and all(summary.labels.get(k) == v for k, v in detect.labels.items())
     if container is None and not labelled:
@@ -68,39 +189,53 @@ def _detect_in_deployment(summary: DeploymentSummary, component: Component) -> C
     features = frozenset(
         name
         for name, feature in component.features.items()
-        if feature.env is not None
-        and any(c.env.get(feature.env.name) == feature.env.value for c in summary.containers)
+        if _feature_in_containers(feature, [container] if container is not None else summary.containers)
     )
-    if container is not None:
-        tag = _image_repo_and_tag(container.image)[1] or "latest"
+    installation = deployment_installation(summary, detect)
+
+    def release(version_text: str, detail: str) -> ComponentRelease:
+        version = Version.exact(version_text)
         return ComponentRelease(
-            component.name,
-            Version.exact(tag),
-            tag,
-            summary.ref,
-            f"image {container.image}",
-            features,
+            component.name, version, version_text, summary.ref, detail, features, installation
         )
-    # Labelled but running an image of another name: the chart label may still say the version.
-    chart_label = summary.labels.get(detect.chart_label, "")
-    for chart in detect.charts:
-        if chart_label.startswith(chart + "-"):
-            text = chart_label[len(chart) + 1 :]
-            return ComponentRelease(
-                component.name,
-                Version.exact(text),
-                text,
-                summary.ref,
-                f"label {detect.chart_label}={chart_label}",
-                features,
-            )
-    return ComponentRelease(component.name, None, "(unknown version)", summary.ref, "labels", features)
+
+    if container is not None:
+        image = parse_image(container.image)
+        if image.tag is not None:
+            # A tag that is not a version ("latest", "main-3f2a") was chosen over the chart's:
+            # the chart label would not say what runs.
+            return release(version_of_tag(image.tag, detect), f"image {container.image}")
+    # Pinned by digest, untagged, or labelled but running an image of another name: the chart
+    # label says which chart version rendered the Deployment.
+    chart_version = _chart_label_version(summary.labels, detect)
+    if chart_version is not None:
+        shown = f"image {container.image}, " if container is not None else ""
+        return release(
+            chart_version, f"{shown}label {detect.chart_label}={summary.labels[detect.chart_label]}"
+        )
+    if container is not None:
+        image = parse_image(container.image)
+        text = f"@{image.digest}" if image.digest else "latest"
+        return release(text, f"image {container.image}")
+    return ComponentRelease(
+        component.name, None, "(unknown version)", summary.ref, "labels", features, installation
+    )
+
+
+def _first_value(values: Mapping[str, object], paths: Iterable[tuple[str, ...]]) -> tuple[str, str] | None:
+    for path in paths:
+        key = ".".join(path)
+        value = values.get(key)
+        if value is not None and str(value):
+            return key, str(value)
+    return None
 
 
 def detect_helmrelease(
     summary: HelmReleaseSummary, catalog: Catalog, lookup: OCILookup
 ) -> tuple[ComponentRelease, ...]:
     chart, version_text, detail = summary.chart, summary.version or "*", ""
+    owner = summary.ref
     if chart is not None:
         detail = f"chart {chart}"
     elif summary.chart_ref is not None and summary.chart_ref.kind == OCIREPOSITORY_KIND:
@@ -111,26 +246,46 @@ def detect_helmrelease(
         # Flux's precedence: digest, then semver, then tag.
         version_text = f"@{oci.digest}" if oci.digest else oci.semver or oci.tag or "latest"
         detail = f"{summary.chart_ref} {oci.url}"
+        owner = oci.ref
     if chart is None:
         return ()
-    found = []
+    namespace = summary.target_namespace or summary.ref.namespace
+    # Flux's default release name is "[<targetNamespace>-]<name>".
+    release_name = summary.release_name or (
+        f"{summary.target_namespace}-{summary.ref.name}" if summary.target_namespace else summary.ref.name
+    )
+    found: list[ComponentRelease] = []
     for component in catalog.components.values():
-        if chart not in component.detect.charts:
+        detect = component.detect
+        if chart not in detect.charts:
             continue
         features = frozenset(
             name
             for name, feature in component.features.items()
-            if feature.helm_value is not None
-            and summary.feature_values.get(".".join(feature.helm_value.path)) == feature.helm_value.value
+            if (
+                _same(summary.chart_values[feature.helm_value.key], feature.helm_value.value)
+                if feature.helm_value is not None and feature.helm_value.key in summary.chart_values
+                else feature.default
+            )
         )
+        running, shown, edit = version_text, detail, owner
+        image_values = detect.image_values
+        overrides = [
+            value
+            for paths in (image_values.registry, image_values.repository, image_values.tag)
+            if (value := _first_value(summary.chart_values, paths)) is not None
+        ]
+        if overrides:
+            shown = f"{detail}, values " + ", ".join(f"{path}={value}" for path, value in overrides)
+        tag = _first_value(summary.chart_values, image_values.tag)
+        if tag is not None:
+            # The values pin the controller image: that tag runs, whatever the chart version,
+            # and the fix edits those values in the HelmRelease.
+            running, edit = version_of_tag(tag[1], detect), summary.ref
+        installation = Installation("flux", release_name, namespace, edit, version_text)
         found.append(
             ComponentRelease(
-                component.name,
-                Version.exact(version_text),
-                version_text,
-                summary.ref,
-                detail,
-                features,
+                component.name, Version.exact(running), running, summary.ref, shown, features, installation
             )
         )
     return tuple(found)

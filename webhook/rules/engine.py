@@ -70,8 +70,9 @@ class Conflict:
     crd: CRDInfo | None
 
     @property
-    def key(self) -> tuple[str, ObjectRef, str]:
-        return (self.rule.id, self.release.source, self.rule.crd)
+    def key(self) -> tuple[str, tuple[str, ...], str]:
+        # By release identity: a HelmRelease and the Deployment it created are one conflict.
+        return (self.rule.id, self.release.identity, self.rule.crd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +153,7 @@ def review_change(
 
 def _conflicts(
     view: ClusterView, catalog: Catalog, crds: Iterable[str], sources: Iterable[ObjectRef]
-) -> tuple[dict[tuple[str, ObjectRef, str], Conflict], list[ComponentRelease]]:
+) -> tuple[dict[tuple[str, tuple[str, ...], str], Conflict], list[ComponentRelease]]:
     """Conflicts that involve the given CRDs or the releases the given objects reveal."""
     pairs: list[tuple[Rule, ComponentRelease]] = []
     for crd in crds:
@@ -161,12 +162,12 @@ def _conflicts(
     for source in sources:
         for release in view.releases_from(source):
             pairs.extend((rule, release) for rule in catalog.rules_by_component.get(release.component, ()))
-    found: dict[tuple[str, ObjectRef, str], Conflict] = {}
+    found: dict[tuple[str, tuple[str, ...], str], Conflict] = {}
     unchecked: dict[ObjectRef, ComponentRelease] = {}
     for rule, release in pairs:
         conflict = check(rule, release, view)
         if isinstance(conflict, Conflict):
-            found[conflict.key] = conflict
+            found.setdefault(conflict.key, conflict)
         elif conflict is UNKNOWN:
             unchecked[release.source] = release
     return found, list(unchecked.values())
@@ -189,18 +190,27 @@ def check(rule: Rule, release: ComponentRelease, view: ClusterView) -> Conflict 
     crd = view.crd(rule.crd)
     if crd is None:
         return None if rule.missing_tolerated else Conflict(rule, release, None)
+    if rule.bundle_window is not None and crd.bundle_version not in rule.bundle_window:
+        return None  # the controller does not start this watch for that bundle
     if rule.served_version is not None and rule.served_version not in crd.served:
+        return Conflict(rule, release, crd)
+    if rule.listed_version is not None and (
+        rule.listed_version in crd.listed and rule.listed_version not in crd.served
+    ):
         return Conflict(rule, release, crd)
     return None
 
 
 def audit(view: ClusterView, catalog: Catalog) -> list[Conflict]:
-    """Every conflict present in ``view`` now: what ``crdguard audit`` reports."""
-    found: dict[tuple[str, ObjectRef, str], Conflict] = {}
+    """Every conflict present in ``view`` now: what ``crdguard audit`` reports, one per release."""
+    found: dict[tuple[str, tuple[str, ...], str], Conflict] = {}
     for component, rules in catalog.rules_by_component.items():
-        for release in view.releases(component):
+        # The running Deployment first: of a HelmRelease and the Deployment it created, it is the
+        # one that says what runs now.
+        releases = sorted(view.releases(component), key=lambda r: (r.source.kind != "Deployment", r.source))
+        for release in releases:
             for rule in rules:
                 conflict = check(rule, release, view)
                 if isinstance(conflict, Conflict):
-                    found[conflict.key] = conflict
+                    found.setdefault(conflict.key, conflict)
     return sorted(found.values(), key=lambda c: (c.release.source, c.rule.id))

@@ -8,12 +8,14 @@ scans it: every question is a dictionary lookup.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from webhook.rules.catalog import Catalog
 from webhook.rules.detect import ComponentRelease, detect_releases
 from webhook.rules.objects import (
+    CRD_KIND,
     OCIREPOSITORY_KIND,
     CRDInfo,
     DeploymentSummary,
@@ -37,122 +39,151 @@ class ClusterView(Protocol):
     def helmreleases_using(self, oci: ObjectRef) -> Iterable[ObjectRef]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _State:
+    """One consistent picture of the cluster. Never changed once published: writers build a new one."""
+
+    crds: Mapping[str, CRDInfo]
+    summaries: Mapping[ObjectRef, Summary]
+    releases: Mapping[ObjectRef, tuple[ComponentRelease, ...]]
+    by_component: Mapping[str, Mapping[ObjectRef, tuple[ComponentRelease, ...]]]
+    users: Mapping[ObjectRef, frozenset[ObjectRef]]  # OCIRepository -> HelmReleases
+
+
+_EMPTY = _State({}, {}, {}, {}, {})
+
+
 class Inventory:
     """A ClusterView kept up to date by ``upsert``/``remove``; safe to read while one thread writes.
 
-    Readers never lock: inner indexes are replaced, not mutated, so a reader
-    iterating one sees a consistent snapshot of it.
+    Readers never lock and never see half an update: a write copies the indexes it changes,
+    fills the copies, and publishes them all at once by replacing one reference (an atomic store
+    in CPython). A reader that calls several methods may see two states, each whole.
     """
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._write = threading.Lock()
-        self._crds: dict[str, CRDInfo] = {}
-        self._summaries: dict[ObjectRef, Summary] = {}
-        self._releases: dict[ObjectRef, tuple[ComponentRelease, ...]] = {}
-        self._by_component: dict[str, dict[ObjectRef, tuple[ComponentRelease, ...]]] = {}
-        self._users: dict[ObjectRef, frozenset[ObjectRef]] = {}  # OCIRepository -> HelmReleases
-        self.generation = 0
+        self._state = _EMPTY
 
     # -- ClusterView ---------------------------------------------------------------------
     def crd(self, name: str) -> CRDInfo | None:
-        return self._crds.get(name)
+        return self._state.crds.get(name)
 
     def summary(self, ref: ObjectRef) -> Summary | None:
-        if ref.kind == "CustomResourceDefinition":
-            return self._crds.get(ref.name)
-        return self._summaries.get(ref)
+        state = self._state
+        if ref.kind == CRD_KIND:
+            return state.crds.get(ref.name)
+        return state.summaries.get(ref)
 
     def releases(self, component: str) -> Iterator[ComponentRelease]:
-        for found in self._by_component.get(component, {}).values():
+        for found in self._state.by_component.get(component, {}).values():
             yield from found
 
     def releases_from(self, ref: ObjectRef) -> tuple[ComponentRelease, ...]:
-        return self._releases.get(ref, ())
+        return self._state.releases.get(ref, ())
 
     def helmreleases_using(self, oci: ObjectRef) -> frozenset[ObjectRef]:
-        return self._users.get(oci, frozenset())
+        return self._state.users.get(oci, frozenset())
 
     # -- writes --------------------------------------------------------------------------
     def upsert(self, summary: Summary) -> None:
         with self._write:
-            self._remove_locked(summary_ref(summary))
-            if isinstance(summary, CRDInfo):
-                self._crds[summary.name] = summary
-            else:
-                self._summaries[summary.ref] = summary
-                if isinstance(summary, HelmReleaseSummary) and summary.chart_ref is not None:
-                    users = self._users.get(summary.chart_ref, frozenset())
-                    self._users[summary.chart_ref] = users | {summary.ref}
-                self._index(summary.ref)
-                if isinstance(summary, DeploymentSummary) and summary.ref not in self._releases:
-                    # Most Deployments run no catalogued component: keep nothing of them.
-                    del self._summaries[summary.ref]
-                if isinstance(summary, OCIRepositorySummary):
-                    for user in self._users.get(summary.ref, ()):
-                        self._index(user)
-            self.generation += 1
+            self._state = self._changed(self._state, summary_ref(summary), summary)
 
     def remove(self, ref: ObjectRef) -> None:
         with self._write:
-            self._remove_locked(ref)
-            self.generation += 1
+            self._state = self._changed(self._state, ref, None)
 
     def replace_all(self, kind: str, summaries: Iterable[Summary]) -> None:
-        """Make ``kind`` hold exactly ``summaries`` (a relist), keeping other kinds."""
+        """Make ``kind`` hold exactly ``summaries`` (a relist), keeping other kinds; published at once."""
         fresh = {summary_ref(s): s for s in summaries}
-        stale = [ref for ref in self.refs(kind) if ref not in fresh]
-        for ref in stale:
-            self.remove(ref)
-        for summary in fresh.values():
-            self.upsert(summary)
+        with self._write:
+            state = self._state
+            for ref in self._refs(state, kind):
+                if ref not in fresh:
+                    state = self._changed(state, ref, None)
+            for ref, summary in fresh.items():
+                state = self._changed(state, ref, summary)
+            self._state = state
 
     def refs(self, kind: str) -> list[ObjectRef]:
-        if kind == "CustomResourceDefinition":
-            return [ObjectRef(kind, None, name) for name in list(self._crds)]
-        return [ref for ref in list(self._summaries) if ref.kind == kind]
+        return self._refs(self._state, kind)
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {"CustomResourceDefinition": len(self._crds)}
-        for ref in list(self._summaries):
+        state = self._state
+        counts: dict[str, int] = {CRD_KIND: len(state.crds)}
+        for ref in state.summaries:
             counts[ref.kind] = counts.get(ref.kind, 0) + 1
-        counts["ComponentRelease"] = sum(len(v) for v in list(self._releases.values()))
+        counts["ComponentRelease"] = sum(len(v) for v in state.releases.values())
         return counts
 
-    def _remove_locked(self, ref: ObjectRef) -> None:
-        if ref.kind == "CustomResourceDefinition":
-            self._crds.pop(ref.name, None)
-            return
-        old = self._summaries.pop(ref, None)
-        if isinstance(old, HelmReleaseSummary) and old.chart_ref is not None:
-            users = self._users.get(old.chart_ref, frozenset()) - {ref}
-            if users:
-                self._users[old.chart_ref] = users
+    @staticmethod
+    def _refs(state: _State, kind: str) -> list[ObjectRef]:
+        if kind == CRD_KIND:
+            return [ObjectRef(kind, None, name) for name in state.crds]
+        return [ref for ref in state.summaries if ref.kind == kind]
+
+    def _changed(self, state: _State, ref: ObjectRef, summary: Summary | None) -> _State:
+        """``state`` with the object at ``ref`` replaced by ``summary`` (None: removed), as a new state."""
+        if ref.kind == CRD_KIND:
+            crds = dict(state.crds)
+            if isinstance(summary, CRDInfo):
+                crds[ref.name] = summary
             else:
-                self._users.pop(old.chart_ref, None)
-        self._index(ref)
-        if ref.kind == OCIREPOSITORY_KIND:
-            for user in self._users.get(ref, ()):
-                self._index(user)
+                crds.pop(ref.name, None)
+            return replace(state, crds=crds)
+        summaries = dict(state.summaries)
+        users = dict(state.users)
+        old = summaries.pop(ref, None)
+        if isinstance(old, HelmReleaseSummary) and old.chart_ref is not None:
+            left = users.get(old.chart_ref, frozenset()) - {ref}
+            if left:
+                users[old.chart_ref] = left
+            else:
+                users.pop(old.chart_ref, None)
+        if summary is not None:
+            summaries[ref] = summary
+            if isinstance(summary, HelmReleaseSummary) and summary.chart_ref is not None:
+                users[summary.chart_ref] = users.get(summary.chart_ref, frozenset()) | {ref}
+        releases = dict(state.releases)
+        by_component = dict(state.by_component)
 
-    def _index(self, ref: ObjectRef) -> None:
-        """Recompute the releases one object reveals and swap them into the indexes."""
-        old = self._releases.pop(ref, ())
-        summary = self._summaries.get(ref)
-        new = detect_releases(summary, self.catalog, self._oci) if summary else ()
-        if new:
-            self._releases[ref] = new
-        for component in {r.component for r in old} | {r.component for r in new}:
-            table = dict(self._by_component.get(component, {}))
-            table.pop(ref, None)
-            mine = tuple(r for r in new if r.component == component)
-            if mine:
-                table[ref] = mine
-            self._by_component[component] = table
+        def oci(found: ObjectRef) -> OCIRepositorySummary | None:
+            item = summaries.get(found)
+            return item if isinstance(item, OCIRepositorySummary) else None
 
-    def _oci(self, ref: ObjectRef) -> OCIRepositorySummary | None:
-        found = self._summaries.get(ref)
-        return found if isinstance(found, OCIRepositorySummary) else None
+        # The object itself, and for an OCIRepository the HelmReleases whose version it holds.
+        for target in (ref, *(users.get(ref, ()) if ref.kind == OCIREPOSITORY_KIND else ())):
+            _reindex(target, summaries.get(target), self.catalog, oci, releases, by_component)
+        if isinstance(summary, DeploymentSummary) and ref not in releases:
+            # Most Deployments run no catalogued component: keep nothing of them.
+            del summaries[ref]
+        return _State(
+            crds=state.crds, summaries=summaries, releases=releases, by_component=by_component, users=users
+        )
+
+
+def _reindex(
+    ref: ObjectRef,
+    summary: Summary | None,
+    catalog: Catalog,
+    oci: Callable[[ObjectRef], OCIRepositorySummary | None],
+    releases: dict[ObjectRef, tuple[ComponentRelease, ...]],
+    by_component: dict[str, Mapping[ObjectRef, tuple[ComponentRelease, ...]]],
+) -> None:
+    """Recompute the releases one object reveals into ``releases`` and ``by_component`` (both copies)."""
+    old = releases.pop(ref, ())
+    new = detect_releases(summary, catalog, oci) if summary is not None else ()
+    if new:
+        releases[ref] = new
+    for component in {r.component for r in old} | {r.component for r in new}:
+        table = dict(by_component.get(component, {}))
+        table.pop(ref, None)
+        mine = tuple(r for r in new if r.component == component)
+        if mine:
+            table[ref] = mine
+        by_component[component] = table
 
 
 class Overlay:
@@ -169,7 +200,7 @@ class Overlay:
         self.affected = frozenset({ref, *users})
 
     def crd(self, name: str) -> CRDInfo | None:
-        if self.ref.kind == "CustomResourceDefinition" and self.ref.name == name:
+        if self.ref.kind == CRD_KIND and self.ref.name == name:
             return self.changed if isinstance(self.changed, CRDInfo) else None
         return self.base.crd(name)
 

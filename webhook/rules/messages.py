@@ -40,9 +40,11 @@ def _crd_state(conflict: Conflict) -> str:
 
 def _need(conflict: Conflict) -> str:
     rule = conflict.rule
-    if rule.served_version is None:
+    if rule.needed_version is None:
         return f"the CRD {rule.crd} to be installed"
     group = rule.crd.split(".", 1)[1]
+    if rule.listed_version is not None:
+        return f"{rule.crd_kind} {group}/{rule.listed_version} to be served if the CRD lists it"
     return f"{rule.crd_kind} {group}/{rule.served_version} to be served"
 
 
@@ -91,7 +93,7 @@ def conflict_warning(prefix: str, conflict: Conflict) -> str:
     release, rule = conflict.release, conflict.rule
     source = release.source
     where = f"{source.namespace}/{source.name}" if source.namespace else source.name
-    need = f"{rule.crd_kind} {rule.served_version}" if rule.served_version else rule.crd
+    need = f"{rule.crd_kind} {rule.needed_version}" if rule.needed_version else rule.crd
     return _short(f"crdguard: {prefix}: {release.component} {release.version_text} ({where}) needs {need}")
 
 

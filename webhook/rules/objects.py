@@ -7,7 +7,7 @@ downstream (state cache, engine, logs) sees only these summaries.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.rules.catalog import Catalog
@@ -45,7 +45,8 @@ class CRDInfo:
     name: str
     served: frozenset[str]
     listed: tuple[str, ...]
-    bundle: str | None = None  # e.g. "gateway-api v1.4.0 standard", from annotations
+    bundle: str | None = None  # e.g. "gateway.networking.k8s.io v1.4.0 standard channel", for messages
+    bundle_version: str | None = None  # the "<group>/bundle-version" annotation, e.g. "v1.4.0"
 
     def describe_served(self) -> str:
         served = ", ".join(v for v in self.listed if v in self.served) or "no version"
@@ -58,6 +59,14 @@ class Container:
     name: str
     image: str
     env: Mapping[str, str]  # only the variables the catalog reads
+    args: tuple[str, ...] = ()  # only the command and args elements a catalog feature names
+
+
+# Annotations that say who installed a Deployment; every other annotation is dropped.
+HELM_RELEASE_NAME = "meta.helm.sh/release-name"
+HELM_RELEASE_NAMESPACE = "meta.helm.sh/release-namespace"
+ARGOCD_TRACKING_ID = "argocd.argoproj.io/tracking-id"
+OWNER_ANNOTATIONS = (HELM_RELEASE_NAME, HELM_RELEASE_NAMESPACE, ARGOCD_TRACKING_ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,7 @@ class DeploymentSummary:
     ref: ObjectRef
     labels: Mapping[str, str]
     containers: tuple[Container, ...]
+    annotations: Mapping[str, str] = field(default_factory=dict)  # only OWNER_ANNOTATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +83,10 @@ class HelmReleaseSummary:
     chart: str | None
     version: str | None
     chart_ref: ObjectRef | None  # an OCIRepository, namespace resolved
-    chart_ref_kind: str | None
-    feature_values: Mapping[str, object]  # only the values paths the catalog reads
+    chart_values: Mapping[str, object]  # only the values paths the catalog reads, by dotted path
+    release_name: str | None = None  # spec.releaseName
+    target_namespace: str | None = None  # spec.targetNamespace
+    storage_namespace: str | None = None  # spec.storageNamespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,10 @@ def _dict(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -113,14 +129,15 @@ def summarize_crd(obj: Mapping[str, Any]) -> CRDInfo:
             if version.get("served") is True:
                 served.add(version["name"])
     annotations = _dict(meta.get("annotations"))
-    bundle = None
+    bundle = bundle_version = None
     for key, value in annotations.items():
         # Gateway API and the inference extension both stamp "<group>/bundle-version".
         if isinstance(key, str) and key.endswith("/bundle-version") and isinstance(value, str):
             group = key.split("/", 1)[0]
             channel = annotations.get(f"{group}/channel")
             bundle = f"{group} {value}" + (f" {channel} channel" if channel else "")
-    return CRDInfo(str(meta.get("name") or ""), frozenset(served), tuple(listed), bundle)
+            bundle_version = value
+    return CRDInfo(str(meta.get("name") or ""), frozenset(served), tuple(listed), bundle, bundle_version)
 
 
 def summarize_deployment(obj: Mapping[str, Any], catalog: Catalog) -> DeploymentSummary:
@@ -141,10 +158,18 @@ def summarize_deployment(obj: Mapping[str, Any], catalog: Catalog) -> Deployment
                 and isinstance(item.get("value"), str)
             ):
                 env[item["name"]] = item["value"]
-        containers.append(Container(str(raw.get("name") or ""), str(raw.get("image") or ""), env))
+        args = tuple(
+            arg
+            for key in ("command", "args")
+            for arg in _items(raw.get(key))
+            if isinstance(arg, str) and arg.split("=", 1)[0] in catalog.detected_args
+        )
+        containers.append(Container(str(raw.get("name") or ""), str(raw.get("image") or ""), env, args))
     labels = {str(k): str(v) for k, v in _dict(meta.get("labels")).items()}
+    raw_annotations = _dict(meta.get("annotations"))
+    annotations = {k: str(raw_annotations[k]) for k in OWNER_ANNOTATIONS if _text(raw_annotations.get(k))}
     ref = ObjectRef(DEPLOYMENT_KIND, _text(meta.get("namespace")), str(meta.get("name") or ""))
-    return DeploymentSummary(ref, labels, tuple(containers))
+    return DeploymentSummary(ref, labels, tuple(containers), annotations)
 
 
 def summarize_helmrelease(obj: Mapping[str, Any], catalog: Catalog) -> HelmReleaseSummary:
@@ -160,26 +185,31 @@ def summarize_helmrelease(obj: Mapping[str, Any], catalog: Catalog) -> HelmRelea
             _text(chart_ref_raw.get("namespace")) or namespace,
             chart_ref_raw["name"],
         )
-    # Read only the value paths a feature names; the rest of spec.values never leaves here.
-    values = _dict(spec.get("values"))
-    feature_values: dict[str, object] = {}
-    for component in catalog.components.values():
-        for feature in component.features.values():
-            if feature.helm_value is None:
-                continue
-            node: Any = values
-            for key in feature.helm_value.path:
-                node = _dict(node).get(key)
-            if isinstance(node, bool | int | float | str):
-                feature_values[".".join(feature.helm_value.path)] = node
     return HelmReleaseSummary(
         ref=ObjectRef(HELMRELEASE_KIND, namespace, str(meta.get("name") or "")),
         chart=_text(chart_spec.get("chart")),
         version=_text(chart_spec.get("version")) if chart_spec else None,
         chart_ref=chart_ref,
-        chart_ref_kind=chart_ref.kind if chart_ref else None,
-        feature_values=feature_values,
+        chart_values=read_values(_dict(spec.get("values")), catalog),
+        release_name=_text(spec.get("releaseName")),
+        target_namespace=_text(spec.get("targetNamespace")),
+        storage_namespace=_text(spec.get("storageNamespace")),
     )
+
+
+def read_values(values: Mapping[str, Any], catalog: Catalog) -> dict[str, object]:
+    """The chart values at the paths the catalog reads (features, image overrides), by dotted path.
+
+    The rest of the values (which may hold secrets) never leaves here.
+    """
+    found: dict[str, object] = {}
+    for path in catalog.values_paths:
+        node: Any = values
+        for key in path:
+            node = _dict(node).get(key)
+        if isinstance(node, bool | int | float | str):
+            found[".".join(path)] = node
+    return found
 
 
 def summarize_ocirepository(obj: Mapping[str, Any]) -> OCIRepositorySummary:

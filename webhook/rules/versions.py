@@ -10,9 +10,13 @@ import re
 from dataclasses import dataclass
 from functools import total_ordering
 
+# Strict semver identifiers: a numeric pre-release identifier has no leading zero ("1.0.0-01" is not
+# semver), and no identifier is empty ("1.0.0-a..b").
+_PRE_ID = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
+_BUILD_ID = r"[0-9A-Za-z-]+"
 _VERSION = re.compile(
     r"^v?(?P<major>0|[1-9]\d*)(?:\.(?P<minor>0|[1-9]\d*))?(?:\.(?P<patch>0|[1-9]\d*))?"
-    r"(?:-(?P<pre>[0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$"
+    rf"(?:-(?P<pre>{_PRE_ID}(?:\.{_PRE_ID})*))?(?:\+{_BUILD_ID}(?:\.{_BUILD_ID})*)?$"
 )
 _COMPARATOR = re.compile(r"^(?P<op>>=|<=|!=|==|=|>|<)?\s*(?P<version>v?[0-9][0-9A-Za-z.+-]*)$")
 
@@ -95,9 +99,13 @@ class VersionRange:
         if not isinstance(version, Version):
             return False
         # A pre-release belongs to the line it leads up to: 2.1.0-rc.1 is built from 2.1 code,
-        # so it matches ">=2.1.0", not "<2.1.0" (strict semver would say the opposite).
+        # so it matches ">=2.1.0", not "<2.1.0" (strict semver would say the opposite). A bound
+        # that is itself a pre-release ("=2.1.0-rc.1", ">=2.1.0-rc.2") names pre-releases on
+        # purpose: against it the whole version is compared.
         release = Version(version.major, version.minor, version.patch)
-        return all(_OPS[op](release, bound) for op, bound in self.comparators)
+        return all(
+            _OPS[op](version if bound.prerelease else release, bound) for op, bound in self.comparators
+        )
 
     def __str__(self) -> str:
         return self.text or "*"

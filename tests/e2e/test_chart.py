@@ -44,12 +44,8 @@ RELEASE = "crdguard"
 NAMESPACE = "crdguard-system"
 FULLNAME = "crdguard"  # the release name already contains the chart name
 SERVICE_HOST = f"{FULLNAME}.{NAMESPACE}.svc"
-DEFAULT_CRDS = [
-    "backendconfigpolicies.gateway.kgateway.dev",
-    "backendtlspolicies.gateway.networking.k8s.io",
-    "inferencepools.inference.networking.k8s.io",
-    "inferencepools.inference.networking.x-k8s.io",
-]
+CATALOG = load_catalog()
+DEFAULT_CRDS = sorted(CATALOG.crd_names)
 WEBHOOKS = ("crds.crdguard.io", "deployments.crdguard.io", "flux.crdguard.io")
 KGATEWAY_IMAGE = "registry.example/kgateway-dev/kgateway"
 CRDGUARD = Path(sys.executable).parent / "crdguard"
@@ -63,14 +59,14 @@ EXTRA_CATALOG = """\
 apiVersion: crdguard.io/v1alpha1
 kind: CompatibilityCatalog
 components:
-  - name: envoy-gateway
+  - name: site-gateway
     detect:
-      images: [envoyproxy/envoy-gateway]
-      labels: {app.kubernetes.io/name: envoy-gateway}
-      charts: [gateway-helm]
+      images: [sitecorp/site-gateway]
+      labels: {app.kubernetes.io/name: site-gateway}
+      charts: [site-gateway-helm]
 rules:
-  - id: envoy-gateway-needs-gadgets
-    component: envoy-gateway
+  - id: site-gateway-needs-gadgets
+    component: site-gateway
     versions: ">=1.0.0"
     crd: gadgets.crdguard-e2e.example.com
     crdKind: Gadget
@@ -80,6 +76,7 @@ rules:
     explanation: A test-only rule; the gadgets CRD stands for a CRD a site catalog guards.
 """
 GADGETS_CRD = "gadgets.crdguard-e2e.example.com"
+UNREAD_GATEWAY_API_CRD = "backendlbpolicies.gateway.networking.k8s.io"
 WIDGETS_CRD = "widgets.crdguard-e2e.example.com"
 
 # tls.mode settings; CA_BUNDLE_FILE becomes a file holding a base64 CA.
@@ -383,18 +380,27 @@ def test_namespaced_webhooks_skip_the_release_namespace_and_kube_system(
             "deployments.crdguard.io",
             [
                 "has(object.spec.template.spec.containers)",
-                "object.spec.template.spec.containers.exists(c, has(c.image) && (",
-                'c.image.contains("/kgateway:")',
-                'c.image.contains("/kgateway@")',
-                'c.image.endsWith("/kgateway")',
+                "object.spec.template.spec.containers.exists(c, has(c.image) && [",
+                '"envoyproxy/gateway"',
+                '"kgateway-dev/kgateway"',
+                '"library/traefik","nginx/nginx-gateway-fabric"',
+                '"traefik"',  # library/traefik also matches the image written traefik:<tag>
+                '.exists(p, ("/" + c.image).contains("/" + p + ":")',
+                '("/" + c.image).contains("/" + p + "@")',
+                '("/" + c.image).endsWith("/" + p)',
                 'has(object.metadata.labels) && ("app.kubernetes.io/name" in object.metadata.labels',
+                '"control-plane" in object.metadata.labels',
             ],
             id="Deployments are matched by image name or label, guarded by has()",
         ),
         pytest.param(
             "flux.crdguard.io",
             [
-                'object.spec.chart.spec.chart in ["kgateway"]',
+                "object.spec.chart.spec.chart in "
+                + json.dumps(
+                    sorted({c for x in CATALOG.components.values() for c in x.detect.charts}),
+                    separators=(",", ":"),
+                ),
                 "has(object.spec.chartRef)",
                 'object.spec.url.endsWith("/" + n)',
             ],
@@ -653,11 +659,12 @@ OVERRIDES: list[Any] = [
             one(docs, "ConfigMap")["data"] == {"50-site.yaml": EXTRA_CATALOG}
             and "--catalog=/etc/crdguard/catalog/50-site.yaml" in container(docs)["args"]
             and GADGETS_CRD in webhooks(docs)["crds.crdguard.io"]["matchConditions"][0]["expression"]
-            and '"envoyproxy/envoy-gateway"'
+            and '"sitecorp/site-gateway"'
             in webhooks(docs)["deployments.crdguard.io"]["matchConditions"][0]["expression"]
             and '"kgateway-dev/kgateway"'
             in webhooks(docs)["deployments.crdguard.io"]["matchConditions"][0]["expression"]
-            and '"gateway-helm"' in webhooks(docs)["flux.crdguard.io"]["matchConditions"][0]["expression"]
+            and '"site-gateway-helm"'
+            in webhooks(docs)["flux.crdguard.io"]["matchConditions"][0]["expression"]
         ),
         id="catalog.extra is mounted, passed, and widens every matchCondition",
     ),
@@ -696,7 +703,7 @@ def test_the_extra_catalog_used_here_is_one_crdguard_accepts(tmp_path: Path) -> 
     path = tmp_path / "50-site.yaml"
     path.write_text(EXTRA_CATALOG)
     catalog = load_catalog([str(path)])
-    assert "envoy-gateway" in catalog.components
+    assert "site-gateway" in catalog.components and "site-gateway" not in CATALOG.components
 
 
 @pytest.mark.parametrize(
@@ -862,7 +869,7 @@ def test_default_match_values_mirror_the_default_catalog() -> None:
     detects = [component["detect"] for d in documents for component in d.get("components", [])]
     match = values["componentMatch"]
     assert sorted(match["images"]) == sorted({i for d in detects for i in d["images"]})
-    assert sorted(match["charts"]) == sorted({c for d in detects for c in d["charts"]})
+    assert sorted(match["charts"]) == sorted({c for d in detects for c in d.get("charts", [])})
     assert match["labels"] == [d["labels"] for d in detects if d.get("labels")]
 
 
@@ -1079,10 +1086,13 @@ class TestExistingSecretRelease(InstalledRelease):
 
 
 def stand_in_crd(group: str, kind: str, plural: str, version: str = "v1") -> Doc:
+    # The API server refuses a CRD of a *.k8s.io group without this annotation, before any webhook.
+    protected = group.endswith(".k8s.io")
+    annotations = {"api-approved.kubernetes.io": "unapproved, crdguard e2e stand-in"} if protected else {}
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
+        "metadata": {"name": f"{plural}.{group}", "annotations": annotations},
         "spec": {
             "group": group,
             "scope": "Namespaced",
@@ -1411,7 +1421,7 @@ REQUESTS = [
     pytest.param(
         Request(
             "create",
-            lambda _: deployment("envoy", APPS_NAMESPACE, "registry.example/envoyproxy/envoy-gateway:v1.5.0"),
+            lambda _: deployment("site", APPS_NAMESPACE, "registry.example/sitecorp/site-gateway:v1.5.0"),
             "deployments.crdguard.io",
         ),
         id="a Deployment of an extra catalog's component is sent",
@@ -1481,7 +1491,44 @@ REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize("request_", REQUESTS)
+def _catalogued_kinds() -> dict[str, str]:
+    return {rule.crd: rule.crd_kind for rule in CATALOG.rules.values()}
+
+
+def _catalogued_crd(name: str, kind: str) -> Callable[[Path], Doc]:
+    plural, group = name.split(".", 1)
+    return lambda _: stand_in_crd(group, kind, plural)
+
+
+def _component_deployment(component: str, path: str) -> Callable[[Path], Doc]:
+    return lambda _: deployment(component, APPS_NAMESPACE, f"registry.example/{path}:v1.0.0")
+
+
+# The whole default catalog: one Deployment per component (its first image path behind another
+# registry) and every CRD a rule reads reach crdguard; a Gateway API CRD no rule reads does not.
+WHOLE_CATALOG_REQUESTS = [
+    *[
+        pytest.param(
+            Request("create", _component_deployment(name, c.detect.images[0]), "deployments.crdguard.io"),
+            id=f"a Deployment running {c.detect.images[0]} ({name}) is sent",
+        )
+        for name, c in sorted(CATALOG.components.items())
+    ],
+    *[
+        pytest.param(
+            Request("create", _catalogued_crd(name, kind), "crds.crdguard.io"),
+            id=f"creating the catalogued CRD {name} is sent",
+        )
+        for name, kind in sorted(_catalogued_kinds().items())
+    ],
+    pytest.param(
+        Request("create", _catalogued_crd(UNREAD_GATEWAY_API_CRD, "BackendLBPolicy"), None),
+        id="creating a Gateway API CRD no catalogued controller reads is not sent",
+    ),
+]
+
+
+@pytest.mark.parametrize("request_", [*REQUESTS, *WHOLE_CATALOG_REQUESTS])
 def test_what_the_webhooks_send(
     url_release: Release, control_plane: ControlPlane, upstream: Path, request_: Request
 ) -> None:
@@ -1505,3 +1552,89 @@ def test_the_api_server_rejects_cel_that_does_not_compile(control_plane: Control
     assert result.returncode != 0
     assert "compilation failed" in result.stderr
     assert "objekt" in result.stderr
+
+
+# The API server allows at most 64 matchConditions per webhook and refuses CEL whose estimated
+# cost is too high. The chart keeps one condition per webhook whatever the catalog's size: the
+# catalog's names are lists inside it, each walked by one exists() or `in`.
+MAX_MATCH_CONDITIONS = 64
+MANY = 60
+
+
+def many_components_catalog() -> str:
+    """An extra catalog of MANY components, each with an image, a label set, a chart and a CRD."""
+    components = [
+        {
+            "name": f"site-{i}",
+            "detect": {
+                "images": [f"sitecorp/gateway-{i}"],
+                "labels": {"app.kubernetes.io/name": f"gateway-{i}"},
+                "charts": [f"gateway-{i}-helm"],
+            },
+        }
+        for i in range(MANY)
+    ]
+    rules = [
+        {
+            "id": f"site-{i}-needs-things",
+            "component": f"site-{i}",
+            "versions": ">=1.0.0",
+            "crd": f"things{i}.crdguard-e2e.example.com",
+            "crdKind": "Thing",
+            "requires": {"exists": True},
+            "whenCRDMissing": "conflict",
+            "failure": "crash",
+            "explanation": "A test-only rule for a crowded site catalog.",
+        }
+        for i in range(MANY)
+    ]
+    document = {
+        "apiVersion": "crdguard.io/v1alpha1",
+        "kind": "CompatibilityCatalog",
+        "components": components,
+        "rules": rules,
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+@pytest.fixture(scope="module")
+def crowded_docs(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> list[Doc]:
+    path = tmp_path_factory.mktemp("crowded") / "60-crowded.yaml"
+    path.write_text(many_components_catalog())
+    assert len(load_catalog([str(path)]).components) == len(CATALOG.components) + MANY
+    return helm.template(
+        *MODES["url"], *extra_catalog_args(), "--set-file", f"catalog.extra.60-crowded\\.yaml={path}"
+    )
+
+
+def test_the_whole_catalog_plus_extras_stays_within_the_match_condition_limit(
+    crowded_docs: list[Doc],
+) -> None:
+    configured = webhooks(crowded_docs)
+    assert set(configured) == set(WEBHOOKS)
+    for name, webhook in configured.items():
+        assert 1 <= len(webhook["matchConditions"]) <= MAX_MATCH_CONDITIONS, name
+    crds = configured["crds.crdguard.io"]["matchConditions"][0]["expression"]
+    for crd in [*DEFAULT_CRDS, GADGETS_CRD, "things59.crdguard-e2e.example.com"]:
+        assert json.dumps(crd) in crds
+    deployments = configured["deployments.crdguard.io"]["matchConditions"][0]["expression"]
+    for component in CATALOG.components.values():
+        assert all(json.dumps(path) in deployments for path in component.detect.images)
+    # Cheap CEL: two nested exists() (containers, then the image list), however many images.
+    assert deployments.count(".exists(") == 2
+    assert '"sitecorp/gateway-59"' in deployments and '"gateway-59"' in deployments
+    flux = configured["flux.crdguard.io"]["matchConditions"][0]["expression"]
+    assert flux.count(".exists(") == 1 and '"gateway-59-helm"' in flux
+
+
+def test_the_api_server_accepts_the_whole_catalogs_webhooks_plus_extras(
+    control_plane: ControlPlane, crowded_docs: list[Doc]
+) -> None:
+    """The API server compiles every condition and estimates its cost when the configuration is created."""
+    config = one(crowded_docs, "ValidatingWebhookConfiguration")
+    config["metadata"]["name"] = "crdguard-crowded-check"
+    result = control_plane.kubectl(
+        "create", "--dry-run=server", "--filename=-", input=json.dumps(config), check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "created (server dry run)" in result.stdout

@@ -1,4 +1,5 @@
-"""Real Gateway API release bundles, for tests: from the shared upstream folder, or the Go module.
+"""Real Gateway API (and Inference Extension) release bundles, for tests: from the shared upstream
+folder, or the Go module.
 
 The shared folder holds the install files of a few tags. Any other tag's CRDs are in
 the ``sigs.k8s.io/gateway-api`` Go module (``config/crd/<channel>/``), which the Go
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 GATEWAY_API_MODULE = "sigs.k8s.io/gateway-api"
+INFERENCE_EXTENSION_MODULE = "sigs.k8s.io/gateway-api-inference-extension"
 
 
 class BundleUnavailable(RuntimeError):
@@ -92,12 +94,20 @@ def gateway_api_crds(version: str, channel: str) -> list[dict[str, Any]]:
 
 
 def inference_extension_crds(version: str) -> list[dict[str, Any]]:
+    """An Inference Extension release's CRDs: its manifests.yaml in the shared folder, or the Go module's
+    ``config/crd/bases`` (the CRDs that release's manifests install)."""
     path = upstream_root() / "gateway-api-inference-extension" / version / "manifests.yaml"
-    if not path.is_file():
-        raise BundleUnavailable(f"inference extension {version}: {path} not found")
+    if path.is_file():
+        texts = [path.read_text()]
+    else:
+        folder = go_module_dir(INFERENCE_EXTENSION_MODULE, version) / "config" / "crd" / "bases"
+        texts = [f.read_text() for f in sorted(folder.glob("*.yaml"))]
+        if not texts:
+            raise BundleUnavailable(f"{INFERENCE_EXTENSION_MODULE}@{version} has no config/crd/bases/*.yaml")
     return [
         doc
-        for doc in yaml.safe_load_all(path.read_text())
+        for text in texts
+        for doc in yaml.safe_load_all(text)
         if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
     ]
 

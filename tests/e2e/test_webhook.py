@@ -208,10 +208,11 @@ def test_audit_reports_a_conflict_that_bypassed_the_webhook(
         text=True,
     )
     assert audit.returncode == 1, audit.stderr
-    found = {(c["rule"], c["source"]["namespace"]) for c in json.loads(audit.stdout)}
-    # v1.3.0 experimental serves only v1alpha3 and there is no BackendConfigPolicy CRD yet.
+    found = {(c["rule"], c["source"]["namespace"]) for c in json.loads(audit.stdout)["conflicts"]}
+    # No BackendConfigPolicy CRD yet; v1.3.0 experimental's BackendTLSPolicy CRD (v1alpha3 only) is below
+    # the bundle v1.4.0 from which kgateway 2.1 watches it, so it is ignored (docs/evidence/kgateway.md).
     assert found == {
-        ("kgateway-2.1-reads-backendtlspolicy-v1", "kube-system"),
+        ("kgateway-2.1-ignores-backendtlspolicy-below-bundle-v1.4", "kube-system"),
         ("kgateway-2.1-requires-backendconfigpolicy-crd", "kube-system"),
     }
     cluster.kubectl("delete", "deployment", "kgateway", "-n", "kube-system")
@@ -249,23 +250,26 @@ def test_kgateway_2_1_1_with_its_crds_passes_on_v1_4_standard(
     eventually(lambda: apply(cluster, manifest=manifest).returncode == 0, what="kgateway v2.1.1 applies")
 
 
-def test_the_reverse_v1alpha3_only_crd_under_kgateway_2_1_is_denied(
+def test_the_reverse_v1alpha3_only_crd_under_kgateway_2_1_is_allowed_with_a_warning(
     cluster: ControlPlane, guard: Guard, upstream: Path
 ) -> None:
     eventually(lambda: guard.state()["objects"].get("ComponentRelease", 0) == 1, what="kgateway 2.1.1 seen")
-    # The API server itself refuses to drop a stored version, so the reverse arrives as a CREATE:
-    # removing the CRD is fine (kgateway tolerates its absence), reinstalling v1.3.0's is not.
+    # The API server itself refuses to drop a stored version, so the reverse arrives as a CREATE.
+    # kgateway 2.1 starts its BackendTLSPolicy watch only for a CRD of bundle v1.4.0 or later (the Istio
+    # CRD watcher it pins): v1.3.0's CRD is silently ignored, not a failed watch, so crdguard warns.
     removed = cluster.kubectl("delete", "crd", BTLS, check=False)
     assert removed.returncode == 0, removed.stderr
     eventually(lambda: cluster.kubectl("get", "crd", BTLS, check=False).returncode != 0, what="CRD gone")
     result = apply(cluster, "-f", str(upstream / "gateway-api/v1.3.0/experimental-install.yaml"))
-    assert result.returncode != 0
-    assert f"crdguard denied CREATE of CustomResourceDefinition {BTLS}" in result.stderr
-    assert "kgateway v2.1.1 in Deployment kgateway-system/kgateway" in result.stderr
-    assert "needs BackendTLSPolicy gateway.networking.k8s.io/v1 to be served" in result.stderr
-    assert cluster.kubectl("get", "crd", BTLS, check=False).returncode != 0
+    assert result.returncode == 0, result.stderr
+    assert (
+        "crdguard: new conflict (warn): kgateway v2.1.1 (kgateway-system/kgateway) needs BackendTLSPolicy v1"
+        in result.stderr
+    )
+    assert bundle_version(cluster, BTLS) == "v1.3.0"
     restored = apply(cluster, "-f", str(upstream / "gateway-api/v1.4.0/standard-install.yaml"))
     assert restored.returncode == 0, restored.stderr
+    assert "crdguard" not in restored.stderr
 
 
 def test_deleting_the_backendconfigpolicy_crd_under_kgateway_2_1_is_denied(

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 from bundles import BundleUnavailable, gateway_api_crds, inference_extension_crds, upstream_root
-from helpers import REPO_ROOT, deployment, upstream_objects
+from helpers import REPO_ROOT, crd, deployment, upstream_objects
 
+from webhook.catalogs import load_catalog
 from webhook.rules.catalog import Catalog, Component, Feature
 from webhook.rules.engine import audit
 from webhook.rules.inventory import Inventory
@@ -40,12 +41,15 @@ def test_every_case_file_is_well_formed(catalog: Catalog) -> None:
     assert files, "no table cases"
     for path in files:
         document = yaml.safe_load(path.read_text())
-        assert set(document) == {"component", "image", "cases"}, path.name
+        assert {"component", "image", "cases"} <= set(document) <= {"component", "image", "cases", "quiet"}
         assert document["component"] == path.stem
         assert document["component"] in catalog.components, path.name
         ids = [case["id"] for case in document["cases"]]
         assert len(ids) == len(set(ids)), f"{path.name}: duplicate case ids"
         rules = set(catalog.rules_by_component[document["component"]])
+        quiet = document.get("quiet", {})
+        assert set(quiet) <= {r.id for r in rules}, f"{path.name}: quiet names unknown rules"
+        assert all(isinstance(why, str) and why.strip() for why in quiet.values()), path.name
         for case in document["cases"]:
             assert set(case) <= CASE_FIELDS and {"id", "version", "conflicts"} <= set(case), case["id"]
             assert set(case["conflicts"]) <= {r.id for r in rules}, case["id"]
@@ -57,9 +61,41 @@ def test_every_rule_of_a_component_with_cases_is_broken_by_some_case(catalog: Ca
         broken = {rule for case in document["cases"] for rule in case["conflicts"]}
         rules = {r.id for r in catalog.rules_by_component[document["component"]]}
         # Rules behind a feature need the feature's CRDs at an old release that the shared
-        # bundles may not have; every other rule must be shown to fire.
+        # bundles may not have; every other rule must be shown to fire, or be listed under
+        # `quiet` with the reason no released bundle breaks it (and then no case may break it).
         unfeatured = {r.id for r in catalog.rules_by_component[document["component"]] if r.feature is None}
-        assert unfeatured <= broken <= rules, path.name
+        quiet = set(document.get("quiet", {}))
+        assert unfeatured - quiet <= broken <= rules, path.name
+        assert not quiet & broken, f"{path.name}: a quiet rule is broken by a case: {sorted(quiet & broken)}"
+
+
+def _quiet_rules(catalog: Catalog) -> list[Any]:
+    params = []
+    for path in sorted(CASES.glob("*.yaml")):
+        for rule_id in yaml.safe_load(path.read_text()).get("quiet", {}):
+            params.append(pytest.param(rule_id, id=f"{rule_id} fires on a CRD listing its version unserved"))
+    return params
+
+
+@pytest.mark.parametrize("rule_id", _quiet_rules(load_catalog()))
+def test_a_quiet_rule_still_fires_on_a_crd_that_breaks_it(catalog: Catalog, rule_id: str) -> None:
+    """No released bundle breaks a quiet rule; a hand-made CRD inside its window shows it is not dead."""
+    rule = catalog.rules[rule_id]
+    component = catalog.components[rule.component]
+    window = rule.bundle_window
+    inside = window.min or window.max if window else None
+    assert rule.needed_version is not None, "a quiet rule names a version"
+    broken = crd(
+        rule.crd, {"v9": True, rule.needed_version: False}, bundle_version=f"v{inside}" if inside else None
+    )
+    (release_version,) = {f"v{bound}" for op, bound in rule.versions.comparators if op in (">=", "=")}
+    features = [rule.feature] if rule.feature else []
+    image = f"example.com/{component.detect.images[0]}"
+    controller = _controller(component, image, release_version, features)
+    view = Inventory(catalog)
+    add_objects(view, [broken, controller])
+    found = {c.rule.id for c in audit(view, catalog)}
+    assert rule_id in found
 
 
 def _switch(container: dict[str, Any], feature: Feature, on: bool) -> None:

@@ -136,16 +136,20 @@ def test_parse_image(image: str, registry: str, path: str, tag: str | None, dige
 
 
 def _catalog_with(tmp_path: Path, component: str) -> Catalog:
+    """A catalog of the default one plus ``component``, named so that it replaces none of the defaults
+    (a replaced component would drop features the default rules name)."""
     path = tmp_path / "extra.yaml"
     path.write_text(HEADER + "components:\n" + component)
-    return load_catalog([str(path)])
+    loaded = load_catalog([str(path)])
+    assert len(loaded.components) == len(load_catalog().components) + 1
+    return loaded
 
 
 def test_several_images_and_library_images_and_tag_suffixes(tmp_path: Path) -> None:
     loaded = _catalog_with(
         tmp_path,
         """\
-  - name: cilium
+  - name: operators
     detect:
       images: [cilium/operator-generic, cilium/operator-aws, library/traefik]
       tagSuffixes: [-distroless]
@@ -158,10 +162,10 @@ def test_several_images_and_library_images_and_tag_suffixes(tmp_path: Path) -> N
         ("mirror.corp/library/traefik:3.6.1", "3.6.1"),
     ]:
         view = inventory(loaded, [deployment(image=image, labels={}, name="x", namespace="y")])
-        (found,) = view.releases("cilium")
+        (found,) = view.releases("operators")
         assert found.version_text == version, image
     view = inventory(loaded, [deployment(image="quay.io/cilium/cilium:v1.19.1", labels={}, name="x")])
-    assert list(view.releases("cilium")) == []
+    assert list(view.releases("operators")) == []
 
 
 @pytest.mark.parametrize(
@@ -187,7 +191,7 @@ def test_args_and_disable_args_and_defaults(tmp_path: Path) -> None:
     loaded = _catalog_with(
         tmp_path,
         """\
-  - name: traefik
+  - name: proxy
     detect: {images: [library/traefik]}
     features:
       gateway: {args: [--providers.kubernetesgateway]}
@@ -198,7 +202,7 @@ def test_args_and_disable_args_and_defaults(tmp_path: Path) -> None:
     def features(args: list[str]) -> frozenset[str]:
         obj = deployment(image="traefik:v3.6.0", labels={}, name="t", namespace="t")
         obj["spec"]["template"]["spec"]["containers"][0]["args"] = args
-        (found,) = inventory(loaded, [obj]).releases("traefik")
+        (found,) = inventory(loaded, [obj]).releases("proxy")
         return found.features
 
     assert features([]) == {"alpha"}
@@ -363,3 +367,40 @@ def test_a_helmrelease_and_the_deployment_it_created_are_one_conflict(catalog: C
     cluster = Cluster(catalog, [hr, dep, crd(BTP, {"v1alpha3": True})])
     verdict = cluster.apply(standard)
     assert len(verdict.denied) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "features"),
+    [
+        pytest.param([], {"controller"}, id="with no args only the default-on feature is on"),
+        pytest.param(
+            ["--feature-gates=GatewayAlpha=true"],
+            {"gates", "controller"},
+            id="an arg equal to one with its value turns it on",
+        ),
+        pytest.param(
+            ["--feature-gates=Other=true"], {"controller"}, id="another value of the same flag does not"
+        ),
+        pytest.param(
+            ["--enable-controller=false"], set(), id="a disable arg with its value turns the default off"
+        ),
+        pytest.param(
+            ["--enable-controller=true"], {"controller"}, id="the same flag with another value does not"
+        ),
+    ],
+)
+def test_feature_args_that_carry_their_own_value(tmp_path: Path, args: list[str], features: set[str]) -> None:
+    loaded = _catalog_with(
+        tmp_path,
+        """\
+  - name: gated
+    detect: {images: [example/gated]}
+    features:
+      gates: {args: [--feature-gates=GatewayAlpha=true]}
+      controller: {default: true, disableArgs: [--enable-controller=false]}
+""",
+    )
+    obj = deployment(image="example.com/example/gated:1.0.0", labels={}, name="g", namespace="g")
+    obj["spec"]["template"]["spec"]["containers"][0]["args"] = args
+    (found,) = inventory(loaded, [obj]).releases("gated")
+    assert found.features == features

@@ -16,7 +16,6 @@ import pytest
 from helpers import (
     BCP,
     BTP,
-    HTTPROUTE,
     INFERENCEPOOL,
     INFERENCEPOOL_X,
     KGATEWAY_NS,
@@ -62,11 +61,32 @@ SERVED: dict[tuple[str, str], dict[str, bool] | None] = {
 # FACTS.md, kgateway table: the BackendTLSPolicy version each release reads.
 READS = {"v2.0.4": "v1alpha3", "v2.1.1": "v1"}
 
+# docs/evidence/kgateway.md: kgateway 2.1 pins an Istio CRD watcher whose minimumCRDVersions has
+# backendtlspolicies v1.4.0, so its delayed BackendTLSPolicy informer never starts for a CRD of an
+# older bundle (silently ignored); 2.0.4's pinned watcher has no such minimum.
+WATCH_FROM_BUNDLE = {"v2.1.1": (1, 4, 0)}
+
+IGNORED_RULE = "kgateway-2.1-ignores-backendtlspolicy-below-bundle-v1.4"
+
+# A Gateway API CRD no catalogued controller reads.
+UNREAD = "backendlbpolicies.gateway.networking.k8s.io"
+
+
+def btp_state(bundle: tuple[str, str] | None, kgateway: str) -> str | None:
+    """None when kgateway is fine with the bundle's BackendTLSPolicy CRD; "conflict" when its watch
+    fails (a missing CRD is tolerated, a CRD without the read version served is not); "ignored"
+    when the watch never starts because the CRD's bundle is below the watcher's minimum."""
+    served = SERVED[bundle] if bundle else None
+    if served is None or bundle is None:
+        return None
+    minimum = WATCH_FROM_BUNDLE.get(kgateway)
+    if minimum is not None and tuple(int(p) for p in bundle[0].lstrip("v").split(".")) < minimum:
+        return "ignored"
+    return None if served.get(READS[kgateway], False) else "conflict"
+
 
 def btp_conflict(bundle: tuple[str, str] | None, kgateway: str) -> bool:
-    """FACTS.md: a missing CRD is tolerated; a CRD without the read version served is a conflict."""
-    served = SERVED[bundle] if bundle else None
-    return served is not None and not served.get(READS[kgateway], False)
+    return btp_state(bundle, kgateway) == "conflict"
 
 
 # -- what each upstream bundle serves ---------------------------------------------------------
@@ -161,22 +181,25 @@ def installed(
 def _transition_rows() -> list[Any]:
     rows = []
     for before, after, kgateway in itertools.product(SERVED, SERVED, READS):
-        denied = btp_conflict(after, kgateway) and not btp_conflict(before, kgateway)
+        was, now = btp_state(before, kgateway), btp_state(after, kgateway)
+        denied = now == "conflict" and was != "conflict"
+        warned = now == "ignored" and was != "ignored"
+        verdict = "denied" if denied else "allowed with a warning" if warned else "allowed"
         rows.append(
             pytest.param(
                 before,
                 after,
                 kgateway,
                 denied,
-                id=f"kgateway {kgateway} on {' '.join(before)} then applying {' '.join(after)} is "
-                + ("denied" if denied else "allowed"),
+                warned,
+                id=f"kgateway {kgateway} on {' '.join(before)} then applying {' '.join(after)} is {verdict}",
             )
         )
     return rows
 
 
 @pytest.mark.parametrize("install", list(INSTALLS))
-@pytest.mark.parametrize(("before", "after", "kgateway", "denied"), _transition_rows())
+@pytest.mark.parametrize(("before", "after", "kgateway", "denied", "warned"), _transition_rows())
 def test_applying_a_gateway_api_bundle_over_another(
     upstream: Path,
     catalog: Catalog,
@@ -185,6 +208,7 @@ def test_applying_a_gateway_api_bundle_over_another(
     after: tuple[str, str],
     kgateway: str,
     denied: bool,
+    warned: bool,
 ) -> None:
     cluster = installed(upstream, catalog, before, kgateway, install)
     bundle = gateway_api_bundle(upstream, *after)
@@ -194,13 +218,15 @@ def test_applying_a_gateway_api_bundle_over_another(
         return
     btp = verdicts[BTP]
     if denied:
-        assert {c.rule.id for c in btp.denied} == {
-            "kgateway-2.0-reads-backendtlspolicy-v1alpha3"
-            if kgateway == "v2.0.4"
-            else "kgateway-2.1-reads-backendtlspolicy-v1"
-        }
+        # kgateway 2.1 never reaches a denial on a released bundle: from v1.4.0 every bundle serves v1.
+        assert {c.rule.id for c in btp.denied} == {"kgateway-2.0-reads-backendtlspolicy-v1alpha3"}
         assert len(btp.denied) == 1
-    elif btp_conflict(before, kgateway) and btp_conflict(after, kgateway):
+    elif warned:
+        assert {c.rule.id for c in btp.warned} == {IGNORED_RULE}
+        assert any("BackendTLSPolicy" in w for w in warnings(btp))
+    elif btp_state(before, kgateway) is not None and btp_state(before, kgateway) == btp_state(
+        after, kgateway
+    ):
         # Already broken and still broken: allowed, but said.
         assert btp.existing and any("existing conflict" in w for w in warnings(btp))
     else:
@@ -243,8 +269,8 @@ def test_applying_a_gateway_api_bundle_over_another(
             ("v1.4.0", "standard"),
             ("v1.3.0", "experimental"),
             "v2.1.1",
-            False,
-            id="rolling back to v1.3.0 experimental under kgateway 2.1.1 is denied",
+            True,
+            id="rolling back to v1.3.0 experimental under kgateway 2.1.1 is allowed: it ignores that CRD",
         ),
         pytest.param(
             ("v1.4.0", "standard"),
@@ -708,9 +734,9 @@ def test_dry_run_gets_the_same_verdict(catalog: Catalog, operation: str, obj: Ob
     ("operation", "obj"),
     [
         pytest.param("CREATE", configmap(), id="a ConfigMap is allowed at once"),
-        pytest.param("UPDATE", crd(HTTPROUTE, {"v1": False}), id="a CRD no rule reads is allowed at once"),
+        pytest.param("UPDATE", crd(UNREAD, {"v1": False}), id="a CRD no rule reads is allowed at once"),
         pytest.param(
-            "DELETE", crd(HTTPROUTE, {"v1": True}), id="deleting a CRD no rule reads is allowed at once"
+            "DELETE", crd(UNREAD, {"v1": True}), id="deleting a CRD no rule reads is allowed at once"
         ),
         pytest.param("DELETE", deployment("v2.0.4"), id="deleting a Deployment is allowed at once"),
         pytest.param("DELETE", helmrelease("v2.0.4"), id="deleting a HelmRelease is allowed at once"),
@@ -723,6 +749,7 @@ def test_dry_run_gets_the_same_verdict(catalog: Catalog, operation: str, obj: Ob
     ],
 )
 def test_unrelated_changes_are_not_judged(catalog: Catalog, operation: str, obj: Obj) -> None:
+    assert UNREAD not in catalog.crd_names
     # A cluster in conflict, so judging anything would at least produce a warning.
     cluster = Cluster(
         catalog, [crd(BTP, {"v1": True, "v1alpha3": False}), deployment("v2.0.4", name="other")]
@@ -744,19 +771,19 @@ def test_one_denial_lists_each_conflicting_release_once(catalog: Catalog) -> Non
     cluster = Cluster(
         catalog,
         [
-            crd(BTP, {"v1alpha3": True}),
+            crd(BTP, {"v1alpha3": True}, bundle_version="v1.3.0"),
             deployment("v2.0.4"),
             helmrelease("v2.0.4", namespace="flux-system"),
             deployment("v2.1.1", name="canary"),
         ],
     )
-    verdict = cluster.apply(crd(BTP, {"v1": True, "v1alpha3": False}))
+    verdict = cluster.apply(crd(BTP, {"v1": True, "v1alpha3": False}, bundle_version="v1.4.0"))
     assert not verdict.allowed
     assert sorted(str(c.release.source) for c in verdict.denied) == [
         "Deployment kgateway-system/kgateway",
         "HelmRelease flux-system/kgateway",
     ]
-    # The canary reads v1: its old conflict (v1alpha3-only) is resolved by the same change.
+    # The canary reads v1 from bundle v1.4.0 on: its old finding (a v1.3.0 CRD it ignores) is resolved.
     assert [str(c.release.source) for c in verdict.resolved] == ["Deployment kgateway-system/canary"]
 
 

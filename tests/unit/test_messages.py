@@ -8,7 +8,7 @@ from helpers import BCP, BTP, Cluster, Obj, crd, deployment, helmrelease, helmre
 from webhook.catalogs import load_releases
 from webhook.rules.catalog import Catalog
 from webhook.rules.engine import Verdict, audit
-from webhook.rules.messages import denial_message, describe_conflict, verify_command
+from webhook.rules.messages import denial_message, describe_conflict, verify_command, warnings
 from webhook.rules.plan import fixes_for
 
 VERIFY_BTP = (
@@ -65,23 +65,6 @@ SCENARIOS = [
     ),
     pytest.param(
         [V1_ONLY, BCP_CRD, deployment("v2.1.1")],
-        "UPDATE",
-        V1ALPHA3_ONLY,
-        [
-            "crdguard denied UPDATE of CustomResourceDefinition backendtlspolicies.gateway.networking.k8s.io",
-            "kgateway v2.1.1 in Deployment kgateway-system/kgateway",
-            "needs BackendTLSPolicy gateway.networking.k8s.io/v1 to be served",
-            "serves v1alpha3.",
-            "releases/download/v1.4.0/experimental-install.yaml",
-            "--version v2.0.4 -n kgateway-system",
-            "Keep kgateway v2.1.1 and apply Gateway API v1.3.0 standard instead",
-            f"Verify: {VERIFY_BTP}",
-            "kgateway-dev/kgateway@v2.1.1 internal/kgateway/wellknown/gwapi.go",
-        ],
-        id="rolling Gateway API back to v1alpha3-only under kgateway 2.1.1",
-    ),
-    pytest.param(
-        [V1_ONLY, BCP_CRD, deployment("v2.1.1")],
         "DELETE",
         BCP_CRD,
         [
@@ -114,24 +97,25 @@ SCENARIOS = [
         [
             "crdguard denied CREATE of HelmRelease flux-system/kgateway",
             "kgateway v2.1.1 in HelmRelease flux-system/kgateway (chart kgateway)",
-            "it would introduce 2 CRD conflicts",
-            "[1] ",
-            "[2] ",
+            # The v1.3.0 BackendTLSPolicy CRD is ignored by 2.1 (a warning); the missing
+            # BackendConfigPolicy CRD is the one denial.
+            "it would introduce 1 CRD conflict",
+            "needs the CRD backendconfigpolicies.gateway.kgateway.dev to be installed",
             "charts/kgateway-crds --version v2.1.1",
         ],
         id="a Flux HelmRelease of kgateway 2.1.1 over v1alpha3-only CRDs",
     ),
     pytest.param(
-        [V1ALPHA3_ONLY, BCP_CRD, helmrelease_chartref(namespace="flux-system")],
+        [V1_ONLY, crd(BCP, {"v1alpha1": True}), helmrelease_chartref(namespace="flux-system")],
         "CREATE",
-        ocirepository("v2.1.1", namespace="flux-system"),
+        ocirepository("v2.0.4", namespace="flux-system"),
         [
             "crdguard denied CREATE of OCIRepository flux-system/kgateway",
-            "kgateway v2.1.1 in HelmRelease flux-system/kgateway "
+            "kgateway v2.0.4 in HelmRelease flux-system/kgateway "
             "(OCIRepository flux-system/kgateway oci://cr.kgateway.dev/kgateway-dev/charts/kgateway)",
-            "needs BackendTLSPolicy gateway.networking.k8s.io/v1 to be served",
+            "needs BackendTLSPolicy gateway.networking.k8s.io/v1alpha3 to be served",
         ],
-        id="an OCIRepository that makes a chartRef HelmRelease install kgateway 2.1.1",
+        id="an OCIRepository that makes a chartRef HelmRelease install kgateway 2.0.4",
     ),
 ]
 
@@ -202,3 +186,15 @@ def test_audit_description_speaks_of_now(catalog: Catalog) -> None:
     assert "    Now, backendtlspolicies.gateway.networking.k8s.io" in text
     assert "After this change" not in text
     assert text.startswith("[1] kgateway v2.0.4 in Deployment kgateway-system/kgateway")
+
+
+def test_rolling_back_to_v1alpha3_only_under_kgateway_2_1_warns_and_names_the_kind(catalog: Catalog) -> None:
+    """kgateway 2.1 does not start its BackendTLSPolicy watch for a CRD below bundle v1.4.0
+    (docs/evidence/kgateway.md): the rollback is allowed, and the warning says what is lost."""
+    cluster = Cluster(catalog, [V1_ONLY, BCP_CRD, deployment("v2.1.1")])
+    verdict = cluster.apply(V1ALPHA3_ONLY)
+    assert verdict.allowed
+    assert [c.rule.id for c in verdict.warned] == ["kgateway-2.1-ignores-backendtlspolicy-below-bundle-v1.4"]
+    assert warnings(verdict) == [
+        "crdguard: new conflict (warn): kgateway v2.1.1 (kgateway-system/kgateway) needs BackendTLSPolicy v1"
+    ]

@@ -126,12 +126,17 @@ class BundledCRDs:
 
 @dataclass(frozen=True, slots=True)
 class Install:
-    """How the component is installed, for the planner and the fix commands."""
+    """How the component is installed, for the planner and the fix commands.
 
-    chart: str
-    chart_name: str
+    ``chart``, ``chart_name`` and ``release_name`` are None for a component with no chart whose
+    version is the controller's (Contour has no official chart; Traefik's and Kong's charts have
+    their own version numbers).
+    """
+
+    chart: str | None
+    chart_name: str | None
     namespace: str
-    release_name: str
+    release_name: str | None
     releases: tuple[str, ...]
     bundled_crds: tuple[BundledCRDs, ...]
 
@@ -443,10 +448,10 @@ def _install(value: Any, where: str) -> Install:
         except VersionError as exc:
             raise CatalogError(f"{where}: releases: {exc}") from None
     return Install(
-        chart=_str(raw, "chart", where),
-        chart_name=_str(raw, "chartName", where),
+        chart=_str(raw, "chart", where) if "chart" in raw else None,
+        chart_name=_str(raw, "chartName", where) if "chartName" in raw else None,
         namespace=_str(raw, "namespace", where),
-        release_name=_str(raw, "releaseName", where),
+        release_name=_str(raw, "releaseName", where) if "releaseName" in raw else None,
         releases=releases,
         bundled_crds=tuple(bundled),
     )

@@ -137,6 +137,12 @@ def _feature_in_containers(feature: Feature, containers: Iterable[Container]) ->
     containers = tuple(containers)
     for container in containers:
         for arg in container.args:
+            # A catalog arg may carry its own value (--feature-gates=GatewayAlpha=true): equal is enough.
+            if arg in feature.disable_args:
+                return False
+            if arg in feature.args:
+                decided = True
+                continue
             name, eq, value = arg.partition("=")
             if name in feature.disable_args and (not eq or go_bool(value) is True):
                 return False

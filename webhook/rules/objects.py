@@ -234,7 +234,8 @@ def summarize_deployment(obj: Mapping[str, Any], catalog: Catalog) -> Deployment
             arg
             for key in ("command", "args")
             for arg in _items(raw.get(key))
-            if isinstance(arg, str) and arg.split("=", 1)[0] in catalog.detected_args
+            if isinstance(arg, str)
+            and (arg in catalog.detected_args or arg.split("=", 1)[0] in catalog.detected_args)
         )
         containers.append(Container(str(raw.get("name") or ""), str(raw.get("image") or ""), env, args))
     labels = {str(k): str(v) for k, v in _dict(meta.get("labels")).items()}

@@ -257,6 +257,7 @@ def test_digest_only_deployment_with_chart_label_is_checked(catalog: Catalog) ->
 
 
 HR = ObjectRef("HelmRelease", "flux-system", "kgateway")
+HR_VERSION = "/spec/chart/spec/version"  # where a fix changes the chart version
 
 
 @pytest.mark.parametrize(
@@ -306,7 +307,7 @@ HR = ObjectRef("HelmRelease", "flux-system", "kgateway")
                     },
                 },
             },
-            Installation("flux", "kgateway-system-kgateway", KGATEWAY_NS, HR, None),
+            Installation("flux", "kgateway-system-kgateway", KGATEWAY_NS, HR, None, HR_VERSION),
             id="a Flux-managed Deployment is owned by its HelmRelease",
         ),
         pytest.param(
@@ -314,7 +315,7 @@ HR = ObjectRef("HelmRelease", "flux-system", "kgateway")
                 **helmrelease("v2.0.4", namespace="flux-system"),
                 "spec": {**helmrelease("v2.0.4")["spec"], "targetNamespace": KGATEWAY_NS},
             },
-            Installation("flux", "kgateway-system-kgateway", KGATEWAY_NS, HR, "v2.0.4"),
+            Installation("flux", "kgateway-system-kgateway", KGATEWAY_NS, HR, "v2.0.4", HR_VERSION),
             id="a HelmRelease's default release name is targetNamespace-name",
         ),
         pytest.param(
@@ -326,7 +327,7 @@ HR = ObjectRef("HelmRelease", "flux-system", "kgateway")
                     "storageNamespace": "flux-system",
                 },
             },
-            Installation("flux", "gw", "flux-system", HR, "v2.0.4"),
+            Installation("flux", "gw", "flux-system", HR, "v2.0.4", HR_VERSION),
             id="a HelmRelease's releaseName is the release name",
         ),
     ],

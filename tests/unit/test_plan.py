@@ -228,10 +228,10 @@ def test_no_plan_names_the_blocking_constraint(
         pytest.param("Deployment", "helm upgrade kgateway oci://cr.kgateway.dev/kgateway-dev/charts/kgateway "
                      "--version v2.1.1 -n kgateway-system --reset-then-reuse-values",
                      id="a Helm-installed Deployment gets helm upgrade of its own release"),
-        pytest.param("HelmRelease", "kubectl patch helmrelease kgateway -n flux-system --type merge "
+        pytest.param("HelmRelease", "kubectl patch helmrelease/kgateway -n flux-system --type merge "
                      """-p '{"spec":{"chart":{"spec":{"version":"v2.1.1"}}}}'""",
                      id="a Flux HelmRelease gets a patch of its chart version, not helm upgrade"),
-        pytest.param("OCIRepository", "kubectl patch ocirepository kgateway -n flux-system --type merge "
+        pytest.param("OCIRepository", "kubectl patch ocirepository/kgateway -n flux-system --type merge "
                      """-p '{"spec":{"ref":{"tag":"v2.1.1","semver":null,"digest":null}}}'""",
                      id="a chartRef HelmRelease gets a patch of its OCIRepository tag"),
     ],

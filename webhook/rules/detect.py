@@ -48,6 +48,7 @@ class Installation:
     # Flux HelmChart the version comes from; Argo CD Application; k3s HelmChart); None for a plain
     # Helm release or an unmanaged Deployment
     chart_version: str | None = None
+    version_field: str | None = None  # JSON pointer to the chart version in ``owner``, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,9 @@ def deployment_installation(summary: DeploymentSummary, detect: Detection) -> In
         owner = ObjectRef(
             HELMRELEASE_KIND, labels.get(FLUX_NAMESPACE_LABEL) or namespace, labels[FLUX_NAME_LABEL]
         )
-        return Installation("flux", release_name, release_namespace, owner, chart_version)
+        return Installation(
+            "flux", release_name, release_namespace, owner, chart_version, "/spec/chart/spec/version"
+        )
     tracking = annotations.get(ARGOCD_TRACKING_ID, "")
     if tracking:
         # "<app>:<group>/<kind>:<namespace>/<name>"; apps outside Argo CD's namespace are "<ns>_<app>".
@@ -284,7 +287,9 @@ def _chart_releases(
             shown = f"{detail}, values " + ", ".join(f"{path}={value}" for path, value in overrides)
         tag = _first_value(chart_values, image_values.tag)
         if tag is not None:
-            running, install = version_of_tag(tag[1], detect), replace(installation, owner=values_owner)
+            # The version a fix must change is this value, not the chart's.
+            running = version_of_tag(tag[1], detect)
+            install = replace(installation, owner=values_owner, version_field=None)
         found.append(
             ComponentRelease(
                 component.name, Version.exact(running), running, source, shown, features, install
@@ -297,7 +302,7 @@ def detect_helmrelease(
     summary: HelmReleaseSummary, catalog: Catalog, lookup: SourceLookup
 ) -> tuple[ComponentRelease, ...]:
     chart, version_text, detail = summary.chart, summary.version or "*", ""
-    owner = summary.ref
+    owner, version_field = summary.ref, "/spec/chart/spec/version"
     if chart is not None:
         detail = f"chart {chart}"
     elif summary.chart_ref is not None:
@@ -307,10 +312,12 @@ def detect_helmrelease(
             # Flux's precedence: digest, then semver, then tag.
             version_text = f"@{found.digest}" if found.digest else found.semver or found.tag or "latest"
             detail = f"{summary.chart_ref} {found.url}"
+            version_field = "/spec/ref/tag"
         elif isinstance(found, HelmChartSummary) and found.chart:
             chart = chart_name(found.chart)
             version_text = found.version or "*"  # Flux's default: the latest version
             detail = f"{summary.chart_ref} chart {found.chart}"
+            version_field = "/spec/version"
         else:
             return ()
         owner = found.ref
@@ -321,7 +328,7 @@ def detect_helmrelease(
     release_name = summary.release_name or (
         f"{summary.target_namespace}-{summary.ref.name}" if summary.target_namespace else summary.ref.name
     )
-    installation = Installation("flux", release_name, namespace, owner, version_text)
+    installation = Installation("flux", release_name, namespace, owner, version_text, version_field)
     return tuple(
         _chart_releases(
             catalog, chart, version_text, detail, summary.chart_values, summary.ref, installation, summary.ref
@@ -337,7 +344,9 @@ def detect_application(summary: ApplicationSummary, catalog: Catalog) -> tuple[C
         version_text = source.version or "*"  # an empty targetRevision is the latest chart version
         namespace = source.namespace or summary.destination_namespace
         release_name = source.release_name or summary.ref.name  # Argo CD's default: the app's name
-        installation = Installation("argocd", release_name, namespace, summary.ref, version_text)
+        installation = Installation(
+            "argocd", release_name, namespace, summary.ref, version_text, f"{source.pointer}/targetRevision"
+        )
         detail = f"chart {source.chart} from {source.repo_url}"
         found += _chart_releases(
             catalog,
@@ -358,7 +367,7 @@ def detect_k3s_helmchart(summary: K3sHelmChartSummary, catalog: Catalog) -> tupl
     version_text = summary.version or "*"  # helm-controller installs the latest without a version
     # helm-controller installs release <HelmChart name> into targetNamespace, else its own namespace.
     namespace = summary.target_namespace or summary.ref.namespace
-    installation = Installation("k3s", summary.ref.name, namespace, summary.ref, version_text)
+    installation = Installation("k3s", summary.ref.name, namespace, summary.ref, version_text, "/spec/version")
     detail = f"chart {summary.chart_text}" + (f" from {summary.repo}" if summary.repo else "")
     return tuple(
         _chart_releases(

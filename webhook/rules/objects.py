@@ -139,6 +139,7 @@ class ChartSource:
     chart_values: Mapping[str, object]  # only the paths the catalog reads, by dotted path
     release_name: str | None = None  # helm.releaseName
     namespace: str | None = None  # helm.namespace
+    pointer: str = "/spec/source"  # where it sits in the Application (JSON pointer), for fixes
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +341,7 @@ def summarize_helmchart(obj: Mapping[str, Any]) -> HelmChartSummary:
     )
 
 
-def _argocd_source(raw: Mapping[str, Any], catalog: Catalog) -> ChartSource | None:
+def _argocd_source(raw: Mapping[str, Any], catalog: Catalog, pointer: str) -> ChartSource | None:
     repo_url = str(raw.get("repoURL") or "")
     chart = _text(raw.get("chart"))
     if chart is None and repo_url.startswith("oci://") and not _text(raw.get("path")):
@@ -365,15 +366,20 @@ def _argocd_source(raw: Mapping[str, Any], catalog: Catalog) -> ChartSource | No
         chart_values=chart_values,
         release_name=_text(helm.get("releaseName")),
         namespace=_text(helm.get("namespace")),
+        pointer=pointer,
     )
 
 
 def summarize_application(obj: Mapping[str, Any], catalog: Catalog) -> ApplicationSummary:
     meta = _meta(obj)
     spec = _dict(obj.get("spec"))
-    raw_sources = [spec["source"]] if isinstance(spec.get("source"), Mapping) else []
-    raw_sources += [s for s in _items(spec.get("sources")) if isinstance(s, Mapping)]
-    sources = tuple(s for raw in raw_sources if (s := _argocd_source(raw, catalog)) is not None)
+    raw_sources = [("/spec/source", spec["source"])] if isinstance(spec.get("source"), Mapping) else []
+    raw_sources += [
+        (f"/spec/sources/{i}", s) for i, s in enumerate(_items(spec.get("sources"))) if isinstance(s, Mapping)
+    ]
+    sources = tuple(
+        s for pointer, raw in raw_sources if (s := _argocd_source(raw, catalog, pointer)) is not None
+    )
     destination = _dict(spec.get("destination"))
     server, cluster = _text(destination.get("server")), _text(destination.get("name"))
     return ApplicationSummary(

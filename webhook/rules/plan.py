@@ -19,27 +19,35 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from webhook.rules.catalog import Catalog
-from webhook.rules.detect import ComponentRelease, detect_releases, image_matches, parse_image
+from webhook.rules.catalog import Catalog, Failure
+from webhook.rules.detect import ComponentRelease, Installation, detect_releases, image_matches, parse_image
 from webhook.rules.engine import Change, Conflict, audit, review_change
 from webhook.rules.inventory import ClusterView
 from webhook.rules.objects import (
+    APPLICATION_KIND,
+    ARGOCD_GROUP,
     CRD_GROUP,
     CRD_KIND,
     DEPLOYMENT_KIND,
+    HELMCHART_KIND,
     HELMRELEASE_GROUP,
     HELMRELEASE_KIND,
+    K3S_GROUP,
+    K3S_HELMCHART_KIND,
     OCIREPOSITORY_GROUP,
     OCIREPOSITORY_KIND,
+    ApplicationSummary,
     Container,
     CRDInfo,
     DeploymentSummary,
+    HelmChartSummary,
     HelmReleaseSummary,
+    K3sHelmChartSummary,
     ObjectRef,
     OCIRepositorySummary,
     Summary,
 )
-from webhook.rules.releases import Release, ReleaseSet, SafeUpgradesPolicy
+from webhook.rules.releases import Release, ReleaseSet, SafeUpgradesPolicy, component_release_sets
 from webhook.rules.versions import Version
 
 GATEWAY_API = "gateway-api"
@@ -68,17 +76,6 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
-class Installation:
-    """How a release was installed: what a fix edits (the shape detect.ComponentRelease will carry)."""
-
-    manager: str  # "helm" | "flux" | "argocd" | "k3s" | ""
-    release_name: str | None
-    release_namespace: str | None
-    owner: ObjectRef | None  # the object a fix edits: HelmRelease, OCIRepository
-    chart_version: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class Step:
     component: str
     version: str
@@ -86,6 +83,7 @@ class Step:
     release: tuple[str, str] | None  # (name, namespace) of the chart release
     commands: tuple[str, ...]
     summary: str
+    notes: tuple[str, ...] = ()  # e.g. a feature silently off in the state this step leaves
 
     def to_json(self) -> dict[str, object]:
         data: dict[str, object] = {"component": self.component, "version": self.version}
@@ -95,6 +93,7 @@ class Step:
             data["release"] = {"name": self.release[0], "namespace": self.release[1]}
         data["commands"] = list(self.commands)
         data["summary"] = self.summary
+        data["notes"] = list(self.notes)
         return data
 
 
@@ -168,6 +167,9 @@ class State:
     versions: tuple[tuple[str, str, str | None], ...]  # component, version, channel
     policy: SafeUpgradesPolicy | None
     moves: tuple[str, ...] = ()
+    # Conflicts the steps so far introduced that crdguard only warns about (a feature silently
+    # off), as (conflict key, what the user loses); the state is allowed, but not healthy.
+    warned: tuple[tuple[tuple[object, ...], str], ...] = ()
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -213,26 +215,19 @@ def nearest_release(release_set: ReleaseSet, version_text: str) -> Release | Non
     return max(below, key=lambda r: Version.parse(r.version), default=None)
 
 
-def installation_of(release: ComponentRelease, view: ClusterView) -> Installation:
-    """Helm or Flux, release name and namespace, from the object that revealed ``release``."""
-    source = release.source
-    summary = view.summary(source)
-    if isinstance(summary, HelmReleaseSummary):
-        owner = summary.chart_ref if summary.chart_ref is not None else source
-        return Installation("flux", source.name, source.namespace, owner, release.version_text)
-    if isinstance(summary, DeploymentSummary):
-        labels = summary.labels
-        flux_name = labels.get("helm.toolkit.fluxcd.io/name")
-        if flux_name:
-            hr_ref = ObjectRef(HELMRELEASE_KIND, labels.get("helm.toolkit.fluxcd.io/namespace"), flux_name)
-            hr = view.summary(hr_ref)
-            owner = hr.chart_ref if isinstance(hr, HelmReleaseSummary) and hr.chart_ref else hr_ref
-            return Installation("flux", flux_name, hr_ref.namespace, owner, None)
-        instance = labels.get("app.kubernetes.io/instance")
-        if instance or labels.get("app.kubernetes.io/managed-by") == "Helm":
-            return Installation("helm", instance or source.name, source.namespace, None, None)
-        return Installation("", None, source.namespace, None, None)
-    return Installation("", None, source.namespace, None, None)
+def _installation(release: ComponentRelease, view: ClusterView) -> Installation:
+    """``release.installation``, followed to the object that holds the version: a Deployment made by
+    a Flux HelmRelease or an Argo CD Application is moved by editing that object."""
+    inst = release.installation
+    if (
+        release.source.kind == DEPLOYMENT_KIND
+        and inst.owner is not None
+        and inst.manager in ("flux", "argocd")
+    ):
+        for found in view.releases_from(inst.owner):
+            if found.component == release.component:
+                return found.installation
+    return inst
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,26 +248,22 @@ def controllers(view: ClusterView, catalog: Catalog, releases: Mapping[str, Rele
         release_set = releases.get(component)
         if release_set is None:
             continue
-        groups: dict[tuple[str | None, str | None], list[ComponentRelease]] = {}
+        groups: dict[tuple[str, ...], list[ComponentRelease]] = {}
         for release in view.releases(component):
-            inst = installation_of(release, view)
-            key = (inst.release_name, inst.release_namespace) if inst.manager else (release.source.name, "")
-            groups.setdefault(key, []).append(release)
+            groups.setdefault(release.identity, []).append(release)
         for group in groups.values():
-            # The running image wins over a HelmRelease's chart version for what runs now.
+            # The running image wins over a chart version for what runs now; the object that
+            # installed it (HelmRelease, Application, k3s HelmChart) is what a fix edits.
             group.sort(key=lambda r: r.source.kind != DEPLOYMENT_KIND)
             first = group[0]
-            inst = next(
-                (installation_of(r, view) for r in group if r.source.kind == HELMRELEASE_KIND),
-                installation_of(first, view),
-            )
+            manager = next((r for r in group if r.source.kind != DEPLOYMENT_KIND), first)
             found.append(
                 _Controller(
                     component,
                     nearest_release(release_set, first.version_text),
                     first.version_text,
                     tuple(group),
-                    inst,
+                    _installation(manager, view),
                 )
             )
     return found
@@ -293,6 +284,8 @@ class Planner:
     notes: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
+        # Every catalogued component with releases can move; the generated release data wins.
+        self.releases = {**component_release_sets(self.catalog), **self.releases}
         self._controllers = controllers(self.view, self.catalog, self.releases)
         self.notes = []
         versions: list[tuple[str, str, str | None]] = []
@@ -417,9 +410,12 @@ class Planner:
             if ctl.component != component:
                 continue
             for source in sorted(ctl.sources, key=lambda r: r.source.kind == DEPLOYMENT_KIND):
-                moved = _moved(view.summary(source.source), view, controller, release.version, self.catalog)
-                for ref, before, after, group in moved:
-                    changes.append(Change("UPDATE", group, ref.kind, ref, after, before))
+                chart_version = _chart_version(release.version, ctl.installation.chart_version)
+                moved = _moved(
+                    view.summary(source.source), view, controller, chart_version, self.catalog, component
+                )
+                for ref, before, after, group, kind in moved:
+                    changes.append(Change("UPDATE", group, kind, ref, after, before))
         return changes
 
     def _step(self, state: State, component: str, release: Release) -> tuple[State | None, str]:
@@ -427,6 +423,7 @@ class Planner:
         crds = dict(state.crds)
         objects = dict(state.objects)
         policy = state.policy
+        warned = dict(state.warned)
         view = state.view(self.view, self.catalog)
         for change in self._writes(state, component, release):
             why = _policy_refusal(policy, change)
@@ -438,6 +435,14 @@ class Planner:
                 return None, (
                     f"crdguard would deny it: {first.release.component} {first.release.version_text} "
                     f"needs {first.rule.crd_kind} {first.rule.served_version or '(the CRD)'}"
+                )
+            for conflict in verdict.resolved:
+                warned.pop(conflict.key, None)
+            for conflict in verdict.warned:
+                warned[conflict.key] = (
+                    f"{conflict.rule.crd_kind} is ignored by {conflict.release.component}"
+                    if conflict.rule.failure is Failure.FEATURE_OFF
+                    else f"{conflict.release.component} warns about {conflict.rule.crd_kind}"
                 )
             if change.kind == CRD_KIND:
                 crds[change.ref.name] = change.new if isinstance(change.new, CRDInfo) else None
@@ -455,6 +460,7 @@ class Planner:
                 tuple(sorted(versions, key=lambda v: v[0])),
                 policy,
                 (*state.moves, component),
+                tuple(sorted(warned.items())),
             ),
             "",
         )
@@ -466,35 +472,60 @@ class Planner:
         frozen: Iterable[str] = (),
         wanted: Mapping[str, Target] | None = None,
     ) -> tuple[list[tuple[str, Release]] | None, list[str]]:
-        """Cheapest sequence of moves reaching ``goal``; or None with the refusals met on the way."""
+        """Cheapest sequence of moves reaching ``goal``; or None with the refusals met on the way.
+
+        Cost: fewest steps, then smallest moves; a path through a state with a warned conflict (a
+        feature silently off) costs one and a half steps more, so a healthy path wins even when it
+        takes one extra step.
+        """
         frozen = set(frozen)
         wanted = wanted or {}
         counter = itertools.count()
-        heap: list[tuple[int, int, int, State, list[tuple[str, Release]]]] = [
-            (0, 0, next(counter), self._start, [])
+        heap: list[tuple[int, int, int, int, bool, State, list[tuple[str, Release]]]] = [
+            (0, 0, 0, next(counter), False, self._start, [])
         ]
-        seen: set[State] = set()
+        seen: set[tuple[State, bool]] = set()
         refusals: list[str] = []
         while heap:
-            steps, distance, _, state, path = heapq.heappop(heap)
+            _, steps, distance, _, unhealthy, state, path = heapq.heappop(heap)
             if goal(state):
                 return path, refusals
-            if state in seen or steps >= MAX_STEPS:
+            if (state, unhealthy) in seen or steps >= MAX_STEPS:
                 continue
-            seen.add(state)
+            seen.add((state, unhealthy))
             blocked = frozen | set(state.moves[-1:]) | {c for c in state.moves if state.moves.count(c) >= 2}
             for component, release in self._moves(state, blocked, wanted):
                 after, why = self._step(state, component, release)
                 if after is None:
                     refusals.append(f"{component} {release.label}: {why}")
                     continue
-                if after in seen:
+                sick = unhealthy or bool(after.warned)
+                if (after, sick) in seen:
                     continue
                 cost = _move_cost(self.releases[component], state.version(component), release)
                 heapq.heappush(
-                    heap, (steps + 1, distance + cost, next(counter), after, [*path, (component, release)])
+                    heap,
+                    (
+                        2 * (steps + 1) + (3 if sick else 0),
+                        steps + 1,
+                        distance + cost,
+                        next(counter),
+                        sick,
+                        after,
+                        [*path, (component, release)],
+                    ),
                 )
         return None, refusals
+
+    def states(self, path: list[tuple[str, Release]]) -> list[State]:
+        """The state after each step of ``path`` (which the search found passable)."""
+        found, state = [], self._start
+        for component, release in path:
+            after, why = self._step(state, component, release)
+            assert after is not None, why
+            found.append(after)
+            state = after
+        return found
 
     def plan(self, targets: Iterable[Target]) -> Plan:
         wanted = {t.component: t for t in targets}
@@ -555,8 +586,28 @@ class Planner:
         )
 
     # -- commands --------------------------------------------------------------------------------
-    def render(self, path: list[tuple[str, Release]]) -> list[Step]:
-        return [self._render(component, release) for component, release in path]
+    def render(self, path: list[tuple[str, Release]], *, retry: bool = False) -> list[Step]:
+        """Steps with their commands; a step after which a feature is silently off says until when."""
+        steps = [self._render(component, release) for component, release in path]
+        states = self.states(path)
+        windows: dict[str, tuple[int, int | None]] = {}  # what is lost -> (first step, step it ends)
+        for n, state in enumerate(states, 1):
+            lost = {text for _, text in state.warned}
+            for text in lost:
+                windows.setdefault(text, (n, None))
+            for text, (first, end) in list(windows.items()):
+                if end is None and text not in lost:
+                    windows[text] = (first, n)
+        for text, (first, end) in windows.items():
+            if end is not None:
+                note = f"{text} between steps {first} and {end}"
+            elif retry:
+                note = f"{text} from step {first} until the retried change"
+            else:
+                note = f"{text} from step {first} on"
+            step = steps[first - 1]
+            steps[first - 1] = replace(step, notes=(*step.notes, note))
+        return steps
 
     def _render(self, component: str, release: Release) -> Step:
         release_set = self.releases[component]
@@ -566,14 +617,15 @@ class Planner:
             return Step(component, release.version, release.channel, None, (command,), what)
         owner = release_set.crds_for or component
         ctl = next((c for c in self._controllers if c.component == owner), None)
-        inst = ctl.installation if ctl else Installation("", None, None, None, None)
+        inst = ctl.installation if ctl else Installation()
         namespace = inst.release_namespace or release_set.namespace or "default"
+        commands: tuple[str, ...]
         if release_set.crds_for is not None:
             name = release_set.release_name or component
             if inst.manager == "flux":
                 # The CRD chart's HelmRelease is conventionally named after it, beside the controller's.
                 hr = ObjectRef(HELMRELEASE_KIND, inst.owner.namespace if inst.owner else namespace, name)
-                commands = (_patch_helmrelease(hr, release.version),)
+                commands = (_patch_command(hr, "/spec/chart/spec/version", release.version, "flux"),)
             else:
                 commands = (_helm(name, release_set, release.version, namespace, install=True),)
             return Step(
@@ -585,34 +637,39 @@ class Planner:
                 f"Upgrade {component} to {release.version}",
             )
         name = inst.release_name or release_set.release_name or component
-        if inst.manager == "flux" and inst.owner is not None:
-            if inst.owner.kind == OCIREPOSITORY_KIND:
-                commands = (_patch_ocirepository(inst.owner, release.version),)
+        chart_version = _chart_version(release.version, inst.chart_version)
+        if inst.manager in ("flux", "argocd", "k3s") and inst.owner is not None:
+            if inst.version_field is not None:
+                commands = (_patch_command(inst.owner, inst.version_field, chart_version, inst.manager),)
             else:
-                commands = (_patch_helmrelease(inst.owner, release.version),)
-        elif inst.manager == "helm" or ctl is None:
-            commands = (_helm(name, release_set, release.version, namespace, install=False),)
+                commands = ()  # the version is an image tag in the owner's values: no one command sets it
+        elif release_set.install and (inst.manager == "helm" or ctl is None or _chart_rendered(inst)):
+            commands = (_helm(name, release_set, chart_version, namespace, install=False),)
         else:
-            deployment = next(s.source for s in ctl.sources if s.source.kind == DEPLOYMENT_KIND)
-            image = next(
-                (s.detail.removeprefix("image ") for s in ctl.sources if s.detail.startswith("image ")), ""
-            )
-            repo = image.rsplit(":", 1)[0] if image else component
-            commands = (
-                f"kubectl set image deployment/{deployment.name} -n {deployment.namespace} "
-                f"{component}={repo}:{release.controller or release.version}",
-            )
-        return Step(
-            component,
-            release.version,
-            None,
-            (name, namespace),
-            commands,
-            f"Upgrade {component} to {release.version}"
-            if ctl is None
+            commands = self._set_image(ctl, component, release)
+        moving_up = (
+            ctl is None
             or ctl.current is None
             or Version.parse(ctl.current.version) < Version.parse(release.version)
-            else f"Move {component} to {release.version}",
+        )
+        summary = f"{'Upgrade' if moving_up else 'Move'} {component} to {release.version}"
+        if not commands and inst.owner is not None:
+            summary += f" (set the image tag in the values of {inst.owner})"
+        return Step(component, release.version, None, (name, namespace), commands, summary)
+
+    def _set_image(self, ctl: _Controller | None, component: str, release: Release) -> tuple[str, ...]:
+        """A Deployment nothing else manages: set its image."""
+        deployment = next((s for s in ctl.sources if s.source.kind == DEPLOYMENT_KIND), None) if ctl else None
+        if deployment is None:
+            return ()
+        summary = self.view.summary(deployment.source)
+        if not isinstance(summary, DeploymentSummary):
+            return ()
+        return tuple(
+            f"kubectl set image deployment/{deployment.source.name} -n {deployment.source.namespace} "
+            f"{c.name}={_retag(c.image, release.controller or release.version)}"
+            for c in summary.containers
+            if _is_component_image(c, self.catalog)
         )
 
 
@@ -669,29 +726,44 @@ def _representatives(
 
 
 def _moved(
-    old: Summary | None, view: ClusterView, controller: str, chart_version: str, catalog: Catalog
-) -> list[tuple[ObjectRef, Summary | None, Summary, str]]:
-    """The objects a chart move rewrites, as (ref, before, after, API group)."""
+    old: Summary | None,
+    view: ClusterView,
+    controller: str,
+    chart_version: str,
+    catalog: Catalog,
+    component: str,
+) -> list[tuple[ObjectRef, Summary | None, Summary, str, str]]:
+    """The objects a chart move rewrites, as (ref, before, after, API group, kind)."""
     if isinstance(old, DeploymentSummary):
         containers = tuple(
             replace(c, image=_retag(c.image, controller)) if _is_component_image(c, catalog) else c
             for c in old.containers
         )
         labels = dict(old.labels)
-        for component in catalog.components.values():
-            label = labels.get(component.detect.chart_label, "")
-            for chart in component.detect.charts:
+        for each in catalog.components.values():
+            label = labels.get(each.detect.chart_label, "")
+            for chart in each.detect.charts:
                 if label.startswith(chart + "-"):
-                    labels[component.detect.chart_label] = f"{chart}-{chart_version}"
-        return [(old.ref, old, replace(old, containers=containers, labels=labels), "apps")]
+                    labels[each.detect.chart_label] = f"{chart}-{chart_version}"
+        return [(old.ref, old, replace(old, containers=containers, labels=labels), "apps", DEPLOYMENT_KIND)]
     if isinstance(old, HelmReleaseSummary):
         if old.chart_ref is not None:
-            oci = view.summary(old.chart_ref)
-            if isinstance(oci, OCIRepositorySummary):
-                moved = replace(oci, tag=chart_version, semver=None, digest=None)
-                return [(oci.ref, oci, moved, OCIREPOSITORY_GROUP)]
+            source = view.summary(old.chart_ref)
+            if isinstance(source, OCIRepositorySummary):
+                moved: Summary = replace(source, tag=chart_version, semver=None, digest=None)
+                return [(source.ref, source, moved, OCIREPOSITORY_GROUP, OCIREPOSITORY_KIND)]
+            if isinstance(source, HelmChartSummary):
+                moved = replace(source, version=chart_version)
+                return [(source.ref, source, moved, OCIREPOSITORY_GROUP, HELMCHART_KIND)]
             return []
-        return [(old.ref, old, replace(old, version=chart_version), HELMRELEASE_GROUP)]
+        moved = replace(old, version=chart_version)
+        return [(old.ref, old, moved, HELMRELEASE_GROUP, HELMRELEASE_KIND)]
+    if isinstance(old, ApplicationSummary):
+        charts = catalog.components[component].detect.charts
+        sources = tuple(replace(s, version=chart_version) if s.chart in charts else s for s in old.sources)
+        return [(old.ref, old, replace(old, sources=sources), ARGOCD_GROUP, APPLICATION_KIND)]
+    if isinstance(old, K3sHelmChartSummary):
+        return [(old.ref, old, replace(old, version=chart_version), K3S_GROUP, HELMCHART_KIND)]
     return []
 
 
@@ -710,19 +782,51 @@ def _retag(image: str, tag: str) -> str:
 def _helm(name: str, release_set: ReleaseSet, version: str, namespace: str, *, install: bool) -> str:
     verb = "upgrade --install" if install else "upgrade"
     keep = "" if install else " --reset-then-reuse-values"
-    return f"helm {verb} {name} {release_set.install} --version {version} -n {namespace}{keep}"
+    chart = release_set.install
+    if release_set.chart_name and not chart.startswith("oci://") and "://" in chart:
+        chart = f"{release_set.chart_name} --repo {chart}"  # a classic chart repository
+    return f"helm {verb} {name} {chart} --version {version} -n {namespace}{keep}"
 
 
-def _patch_helmrelease(ref: ObjectRef, version: str) -> str:
-    patch = json.dumps({"spec": {"chart": {"spec": {"version": version}}}}, separators=(",", ":"))
-    return f"kubectl patch helmrelease {ref.name} -n {ref.namespace} --type merge -p '{patch}'"
+_OWNER_RESOURCE = {
+    HELMRELEASE_KIND: "helmrelease",
+    OCIREPOSITORY_KIND: "ocirepository",
+    HELMCHART_KIND: "helmchart.source.toolkit.fluxcd.io",
+    APPLICATION_KIND: "application",
+    K3S_HELMCHART_KIND: "helmchart.helm.cattle.io",
+}
 
 
-def _patch_ocirepository(ref: ObjectRef, version: str) -> str:
-    patch = json.dumps(
-        {"spec": {"ref": {"tag": version, "semver": None, "digest": None}}}, separators=(",", ":")
-    )
-    return f"kubectl patch ocirepository {ref.name} -n {ref.namespace} --type merge -p '{patch}'"
+def _patch_command(owner: ObjectRef, field: str, version: str, manager: str) -> str:
+    """``kubectl patch`` of the field that holds the chart version in the object that installs it."""
+    where = f"{_OWNER_RESOURCE.get(owner.kind, owner.kind.lower())}/{owner.name} -n {owner.namespace}"
+    if manager == "argocd":
+        # "add" sets the member whether or not targetRevision is written (empty means latest).
+        ops = [{"op": "add", "path": field, "value": version}]
+        return f"kubectl patch {where} --type json -p '{json.dumps(ops, separators=(',', ':'))}'"
+    patch: dict[str, object] = {}
+    node = patch
+    *parents, last = field.strip("/").split("/")
+    for key in parents:
+        node = node.setdefault(key, {})  # type: ignore[assignment]
+    node[last] = version
+    if owner.kind == OCIREPOSITORY_KIND:
+        # Flux's precedence is digest, then semver, then tag: clear the two that would win.
+        node.update({"semver": None, "digest": None})
+    return f"kubectl patch {where} --type merge -p '{json.dumps(patch, separators=(',', ':'))}'"
+
+
+def _chart_rendered(inst: Installation) -> bool:
+    """No Helm annotation, but the chart's labels (instance, helm.sh/chart): a Helm release."""
+    return not inst.manager and bool(inst.release_name or inst.chart_version)
+
+
+def _chart_version(release_version: str, installed: str | None) -> str:
+    """The chart version to write, spelled like the installed one: Cilium's and NGINX Gateway
+    Fabric's charts drop the tag's "v", kgateway's and Envoy Gateway's keep it."""
+    if installed and installed[:1].isdigit() and release_version.startswith("v"):
+        return release_version[1:]
+    return release_version
 
 
 # -- fixes for a denied change -----------------------------------------------------------------
@@ -760,6 +864,7 @@ def fixes_for(
 ) -> list[Fix]:
     """The verified ways out of a denial of ``change`` on ``view`` (the cluster before the change)."""
     planner = Planner(view, catalog, releases)
+    releases = planner.releases
     fixes: list[Fix] = []
     if change.kind == CRD_KIND:
         moved = _owner_of_crd(releases, change.ref.name)
@@ -783,7 +888,7 @@ def fixes_for(
 
     path, _ = planner.search(passes, frozen=frozen)
     if path:
-        steps = planner.render(path)
+        steps = planner.render(path, retry=True)
         fixes.append(
             Fix(f"First {_and(_lower(s.summary) for s in steps)}, then retry this change", True, tuple(steps))
         )

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.rules.catalog import Catalog
 from webhook.rules.objects import CRD_KIND, CRDInfo, summarize_crd
 from webhook.rules.versions import Version
 
@@ -272,3 +273,29 @@ def release_set_from_data(raw: Mapping[str, Any], where: str) -> ReleaseSet:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ReleaseDataError(f"{where}: malformed release data ({exc!r})") from None
+
+
+def component_release_sets(catalog: Catalog) -> dict[str, ReleaseSet]:
+    """A release set for every catalog component whose ``install`` block lists releases: each
+    release runs the controller of its tag and installs no CRDs itself (a chart's bundled Gateway
+    API CRDs are the planner's concern: Helm never upgrades a crds/ folder)."""
+    found: dict[str, ReleaseSet] = {}
+    for component in catalog.components.values():
+        install = component.install
+        if install is None or not install.releases:
+            continue
+        where = f"catalog component {component.name}"
+        found[component.name] = ReleaseSet(
+            component=component.name,
+            kind="chart",
+            install=install.chart or "",
+            chart_name=install.chart_name,
+            release_name=install.release_name,
+            namespace=install.namespace,
+            crds_for=None,
+            releases=tuple(
+                Release(component.name, tag, None, (), None, tag, where)
+                for tag in sorted(install.releases, key=Version.parse)
+            ),
+        )
+    return found

@@ -367,7 +367,9 @@ def detect_k3s_helmchart(summary: K3sHelmChartSummary, catalog: Catalog) -> tupl
     version_text = summary.version or "*"  # helm-controller installs the latest without a version
     # helm-controller installs release <HelmChart name> into targetNamespace, else its own namespace.
     namespace = summary.target_namespace or summary.ref.namespace
-    installation = Installation("k3s", summary.ref.name, namespace, summary.ref, version_text, "/spec/version")
+    installation = Installation(
+        "k3s", summary.ref.name, namespace, summary.ref, version_text, "/spec/version"
+    )
     detail = f"chart {summary.chart_text}" + (f" from {summary.repo}" if summary.repo else "")
     return tuple(
         _chart_releases(

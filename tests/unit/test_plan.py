@@ -21,10 +21,14 @@ from helpers import (
     KGATEWAY_NS,
     Cluster,
     Obj,
+    application,
+    argocd_source,
     deployment,
+    flux_helmchart,
     gateway_api_bundle,
     helmrelease,
     helmrelease_chartref,
+    k3s_helmchart,
     key_of,
     kgateway_crds,
     ocirepository,
@@ -35,6 +39,7 @@ from helpers import (
 from webhook.catalogs import load_releases
 from webhook.cli import main
 from webhook.rules.catalog import Catalog
+from webhook.rules.messages import denial_message
 from webhook.rules.plan import PlanError, Planner, Step, Target, fixes_for
 from webhook.rules.releases import SAFE_UPGRADES_POLICY, SafeUpgradesPolicy, policy_facts
 
@@ -222,36 +227,114 @@ def test_no_plan_names_the_blocking_constraint(
         assert fragment in plan.reason
 
 
-@pytest.mark.parametrize(
-    ("install", "command"),
-    [
-        pytest.param("Deployment", "helm upgrade kgateway oci://cr.kgateway.dev/kgateway-dev/charts/kgateway "
-                     "--version v2.1.1 -n kgateway-system --reset-then-reuse-values",
-                     id="a Helm-installed Deployment gets helm upgrade of its own release"),
-        pytest.param("HelmRelease", "kubectl patch helmrelease/kgateway -n flux-system --type merge "
-                     """-p '{"spec":{"chart":{"spec":{"version":"v2.1.1"}}}}'""",
-                     id="a Flux HelmRelease gets a patch of its chart version, not helm upgrade"),
-        pytest.param("OCIRepository", "kubectl patch ocirepository/kgateway -n flux-system --type merge "
-                     """-p '{"spec":{"ref":{"tag":"v2.1.1","semver":null,"digest":null}}}'""",
-                     id="a chartRef HelmRelease gets a patch of its OCIRepository tag"),
-    ],
-)  # fmt: skip
+HR_TARGET = {
+    **helmrelease("v2.0.4", namespace="flux-system"),
+    "spec": {**helmrelease("v2.0.4")["spec"], "targetNamespace": "edge"},
+}
+MULTI_SOURCE_APP = application(
+    sources=[
+        {"repoURL": "https://github.com/example/config", "path": "gateway", "targetRevision": "main"},
+        {**argocd_source("v2.0.4"), "helm": {"releaseName": "gw"}},
+    ]
+)
+GW_CTRL = deployment("v2.0.4", name="gw-ctrl", namespace="edge")
+GW_CTRL["metadata"]["annotations"] = {
+    "meta.helm.sh/release-name": "gw-ctrl",
+    "meta.helm.sh/release-namespace": "edge",
+}
+
+COMMANDS = [
+    pytest.param(
+        [GW_CTRL],
+        ("gw-ctrl", "edge"),
+        "helm upgrade gw-ctrl oci://cr.kgateway.dev/kgateway-dev/charts/kgateway --version v2.1.1 -n edge "
+        "--reset-then-reuse-values",
+        id="a Helm release named gw-ctrl in edge gets helm upgrade of gw-ctrl in edge, not a second kgateway",
+    ),
+    pytest.param(
+        [deployment("v2.0.4")],
+        ("kgateway", KGATEWAY_NS),
+        "helm upgrade kgateway oci://cr.kgateway.dev/kgateway-dev/charts/kgateway --version v2.1.1 "
+        "-n kgateway-system --reset-then-reuse-values",
+        id="a Deployment with the chart's labels and no Helm annotation is still its Helm release",
+    ),
+    pytest.param(
+        [helmrelease("v2.0.4", namespace="flux-system")],
+        ("kgateway", "flux-system"),
+        "kubectl patch helmrelease/kgateway -n flux-system --type merge "
+        """-p '{"spec":{"chart":{"spec":{"version":"v2.1.1"}}}}'""",
+        id="a Flux HelmRelease gets a patch of its chart version, not helm upgrade",
+    ),
+    pytest.param(
+        [HR_TARGET],
+        ("edge-kgateway", "edge"),
+        "kubectl patch helmrelease/kgateway -n flux-system --type merge "
+        """-p '{"spec":{"chart":{"spec":{"version":"v2.1.1"}}}}'""",
+        id="a HelmRelease with targetNamespace edge is patched where it lives (release edge-kgateway, edge)",
+    ),
+    pytest.param(
+        [ocirepository("v2.0.4", namespace="flux-system"), helmrelease_chartref(namespace="flux-system")],
+        ("kgateway", "flux-system"),
+        "kubectl patch ocirepository/kgateway -n flux-system --type merge "
+        """-p '{"spec":{"ref":{"tag":"v2.1.1","semver":null,"digest":null}}}'""",
+        id="a chartRef HelmRelease gets a patch of its OCIRepository's tag (semver and digest cleared)",
+    ),
+    pytest.param(
+        [flux_helmchart("v2.0.4", namespace="flux-system"),
+         helmrelease_chartref(namespace="flux-system", kind="HelmChart")],
+        ("kgateway", "flux-system"),
+        "kubectl patch helmchart.source.toolkit.fluxcd.io/kgateway -n flux-system --type merge "
+        """-p '{"spec":{"version":"v2.1.1"}}'""",
+        id="a chartRef to a Flux HelmChart gets a patch of that HelmChart's version",
+    ),
+    pytest.param(
+        [application("v2.0.4")],
+        ("kgateway", KGATEWAY_NS),
+        "kubectl patch application/kgateway -n argocd --type json "
+        """-p '[{"op":"add","path":"/spec/source/targetRevision","value":"v2.1.1"}]'""",
+        id="an Argo CD Application gets a json patch of spec.source.targetRevision",
+    ),
+    pytest.param(
+        [MULTI_SOURCE_APP],
+        ("gw", KGATEWAY_NS),
+        "kubectl patch application/kgateway -n argocd --type json "
+        """-p '[{"op":"add","path":"/spec/sources/1/targetRevision","value":"v2.1.1"}]'""",
+        id="a multi-source Application gets the chart source's targetRevision patched, not the Git one",
+    ),
+    pytest.param(
+        [k3s_helmchart("v2.0.4")],
+        ("kgateway", KGATEWAY_NS),
+        "kubectl patch helmchart.helm.cattle.io/kgateway -n kube-system --type merge "
+        """-p '{"spec":{"version":"v2.1.1"}}'""",
+        id="a k3s HelmChart gets a merge patch of spec.version",
+    ),
+    pytest.param(
+        [deployment("v2.0.4", labels={"app.kubernetes.io/name": "kgateway"})],
+        ("kgateway", KGATEWAY_NS),
+        "kubectl set image deployment/kgateway -n kgateway-system "
+        "kgateway=cr.kgateway.dev/kgateway-dev/kgateway:v2.1.1",
+        id="a Deployment no chart rendered gets its image set",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("objects", "release", "command"), COMMANDS)
 def test_commands_fit_how_kgateway_was_installed(
-    upstream: Path, catalog: Catalog, install: str, command: str
+    upstream: Path, catalog: Catalog, objects: list[Obj], release: tuple[str, str], command: str
 ) -> None:
-    cluster = installed(upstream, catalog, ("v1.4.0", "experimental"), "v2.0.4", install)
+    cluster = Cluster(
+        catalog,
+        [
+            *gateway_api_bundle(upstream, "v1.4.0", "experimental"),
+            *kgateway_crds(upstream, "v2.1.1"),
+            *objects,
+        ],
+    )
     plan = Planner(cluster.view(), catalog, load_releases()).plan([Target("kgateway", "v2.1.1")])
-    assert plan.steps[-1].commands == (command,)
-
-
-def test_release_name_comes_from_the_instance_label(upstream: Path, catalog: Catalog) -> None:
-    controller = deployment("v2.0.4", name="gw-ctrl", namespace="edge")
-    cluster = Cluster(catalog, [*gateway_api_bundle(upstream, "v1.4.0", "experimental"),
-                                *kgateway_crds(upstream, "v2.0.4"), controller])  # fmt: skip
-    plan = Planner(cluster.view(), catalog, load_releases()).plan([Target("kgateway", "v2.1.1")])
-    assert plan.steps[-1].release == ("gw-ctrl", "edge")
-    assert plan.steps[-1].commands[0].startswith("helm upgrade gw-ctrl ")
-    assert " -n edge" in plan.steps[-1].commands[0]
+    assert plan.possible, plan.reason
+    assert [(s.component, s.version) for s in plan.steps] == [("kgateway", "v2.1.1")]
+    assert plan.steps[0].release == release
+    assert plan.steps[0].commands == (command,)
 
 
 def test_a_custom_build_tag_is_planned_as_its_upstream_release(upstream: Path, catalog: Catalog) -> None:
@@ -261,7 +344,24 @@ def test_a_custom_build_tag_is_planned_as_its_upstream_release(upstream: Path, c
         [Target("gateway-api", "v1.4.0", "standard")]
     )
     assert plan.possible
-    assert any("v2.1.1-corp.3" in n and "upstream v2.1.1" in n for n in plan.notes)
+    assert "kgateway v2.1.1-corp.3 is not an upstream release; planned as upstream v2.1.1" in plan.notes
+
+
+def test_a_denial_under_a_custom_build_says_which_upstream_release_it_was_planned_as(
+    upstream: Path, catalog: Catalog
+) -> None:
+    state = [*gateway_api_bundle(upstream, "v1.4.0", "experimental"), *kgateway_crds(upstream, "v2.1.1"),
+             deployment("v2.1.1-corp.3")]  # fmt: skip
+    cluster = Cluster(catalog, state)
+    bcp = next(o for o in state if o["metadata"]["name"] == "backendconfigpolicies.gateway.kgateway.dev")
+    view = cluster.view()
+    verdict = cluster.delete(bcp)
+    assert not verdict.allowed and verdict.change is not None
+    fixes = fixes_for(verdict.change, view, catalog, load_releases())
+    message = denial_message(verdict, fixes)
+    assert "note: kgateway v2.1.1-corp.3 is not an upstream release; planned as upstream v2.1.1" in message
+    # The commands name upstream releases, never the custom tag.
+    assert all("corp" not in c for f in fixes for s in f.steps for c in s.commands)
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ def render_text(plan: Plan) -> str:
         where = f" (release {step.release[0]} in {step.release[1]})" if step.release else ""
         lines.append(f"{n}. {step.summary}{where}")
         lines.extend(f"   $ {command}" for command in step.commands)
+        lines.extend(f"   note: {note}" for note in step.notes)
     if plan.steps:
         lines.append(
             "Every step was checked against crdguard's rules and the safe-upgrades policy in place then."

@@ -65,6 +65,7 @@ def describe_fixes(fixes: Sequence[Fix]) -> list[str]:
         for n, step in enumerate(fix.steps, 1):
             lines.append(f"     {n}. {step.summary}")
             lines.extend(f"        $ {command}" for command in step.commands)
+            lines.extend(f"        note: {note}" for note in step.notes)
         if fix.retry:
             lines.append(f"     {len(fix.steps) + 1}. Retry this change")
     return lines

@@ -556,7 +556,7 @@ class Planner:
         path, refusals = self.search(reached, wanted=wanted)
         if path is None:
             return Plan(False, self._blocked(wanted, refusals), (), tuple(self.notes))
-        return Plan(True, "", tuple(self.render(path)), tuple(self.notes))
+        return Plan(True, "", tuple(self.render(path, custom_builds=False)), tuple(self.notes))
 
     def _blocked(self, wanted: Mapping[str, Target], refusals: list[str]) -> str:
         gateway = self._start.version(GATEWAY_API)
@@ -586,9 +586,14 @@ class Planner:
         )
 
     # -- commands --------------------------------------------------------------------------------
-    def render(self, path: list[tuple[str, Release]], *, retry: bool = False) -> list[Step]:
-        """Steps with their commands; a step after which a feature is silently off says until when."""
+    def render(
+        self, path: list[tuple[str, Release]], *, retry: bool = False, custom_builds: bool = True
+    ) -> list[Step]:
+        """Steps with their commands; a step after which a feature is silently off says until when,
+        and the first step says which custom builds were planned as which upstream release."""
         steps = [self._render(component, release) for component, release in path]
+        if steps and self.notes and custom_builds:
+            steps[0] = replace(steps[0], notes=(*self.notes, *steps[0].notes))
         states = self.states(path)
         windows: dict[str, tuple[int, int | None]] = {}  # what is lost -> (first step, step it ends)
         for n, state in enumerate(states, 1):

@@ -461,3 +461,62 @@ def test_every_printed_fix_replays_cleanly(
             replay.step(step)
         if fix.retry:
             replay.apply(gateway_api_bundle(upstream, *after), f"retrying {' '.join(after)}")
+
+
+# -- other catalogued components: plans from the catalog's install block ---------------------------
+
+
+def _controller(name: str, namespace: str, image: str, args: tuple[str, ...] = ()) -> Obj:
+    obj = deployment(
+        "v0", name=name, namespace=namespace, image=image, labels={"app.kubernetes.io/name": name}
+    )
+    obj["spec"]["template"]["spec"]["containers"][0]["name"] = name
+    if args:
+        obj["spec"]["template"]["spec"]["containers"][0]["args"] = list(args)
+    return obj
+
+
+def test_envoy_gateway_1_8_0_on_v1_4_1_standard_is_denied_with_v1_5_1_first(
+    upstream: Path, catalog: Catalog
+) -> None:
+    cluster = Cluster(catalog, gateway_api_bundle(upstream, "v1.4.1", "standard"))
+    view = cluster.view()
+    verdict = cluster.apply(
+        _controller("envoy-gateway", "envoy-gateway-system", "docker.io/envoyproxy/gateway:v1.8.0")
+    )
+    assert not verdict.allowed and verdict.change is not None
+    fixes = fixes_for(verdict.change, view, catalog, load_releases())
+    message = denial_message(verdict, fixes)
+    assert "First apply Gateway API v1.5.1 standard, then retry this change" in message
+    assert "releases/download/v1.5.1/standard-install.yaml" in message
+    (fix,) = fixes
+    assert fix.retry and [(s.component, s.version, s.channel) for s in fix.steps] == [
+        ("gateway-api", "v1.5.1", "standard")
+    ]
+
+
+CILIUM_1_19 = (
+    "cilium-operator",
+    "kube-system",
+    "quay.io/cilium/operator-generic:v1.19.1",
+    ("--enable-gateway-api",),
+)
+
+
+def test_cilium_plan_to_v1_5_1_standard_finds_the_order(upstream: Path, catalog: Catalog) -> None:
+    cluster = Cluster(
+        catalog, [*gateway_api_bundle(upstream, "v1.4.1", "experimental"), _controller(*CILIUM_1_19)]
+    )
+    plan = Planner(cluster.view(), catalog, load_releases()).plan(
+        [Target("gateway-api", "v1.5.1", "standard")]
+    )
+    assert plan.possible, plan.reason
+    assert [(s.component, s.channel) for s in plan.steps] == [
+        ("gateway-api", "experimental"),
+        ("cilium", None),
+        ("gateway-api", "standard"),
+    ]
+    assert plan.steps[1].commands == (
+        "kubectl set image deployment/cilium-operator -n kube-system "
+        f"cilium-operator=quay.io/cilium/operator-generic:{plan.steps[1].version}",
+    )

@@ -280,6 +280,7 @@ class Planner:
     catalog: Catalog
     releases: Mapping[str, ReleaseSet]
     _controllers: list[_Controller] = field(init=False)
+    _installed: frozenset[str] = field(init=False)
     _start: State = field(init=False)
     notes: list[str] = field(init=False)
 
@@ -287,6 +288,11 @@ class Planner:
         # Every catalogued component with releases can move; the generated release data wins.
         self.releases = {**component_release_sets(self.catalog), **self.releases}
         self._controllers = controllers(self.view, self.catalog, self.releases)
+        # What the search must tell apart: the rules of the controllers installed, and of those a
+        # CRD chart serves (installing that chart is a move even before its controller runs).
+        self._installed = frozenset(c.component for c in self._controllers) | {
+            rs.crds_for for rs in self.releases.values() if rs.crds_for is not None
+        }
         self.notes = []
         versions: list[tuple[str, str, str | None]] = []
         for ctl in self._controllers:
@@ -372,10 +378,10 @@ class Planner:
             if target is not None:
                 chosen = [r for r in candidates if r.version == target.version]
                 chosen = [r for r in chosen if target.channel in (None, r.channel)] + _representatives(
-                    candidates, current, self.catalog, state.policy
+                    candidates, current, self.catalog, state.policy, self._installed
                 )
             else:
-                chosen = _representatives(candidates, current, self.catalog, state.policy)
+                chosen = _representatives(candidates, current, self.catalog, state.policy, self._installed)
             unique = {id(r): r for r in chosen}
             yield from ((name, r) for r in unique.values())
 
@@ -708,18 +714,31 @@ def _representatives(
     current: tuple[str, str | None] | None,
     catalog: Catalog,
     policy: SafeUpgradesPolicy | None,
+    installed: frozenset[str],
 ) -> list[Release]:
-    """One release per distinct effect on the catalog's CRDs (and channel, and policy): the nearest one."""
+    """One release per distinct effect on what the ``installed`` components read (CRDs served,
+    bundle-version windows, the rules a controller version is under; channel and policy too): the
+    nearest one. Components not in the cluster do not split classes, so the whole catalog costs
+    no more than the components installed."""
     here = Version.parse(current[0]) if current else None
+    rules = [r for name in installed for r in catalog.rules_by_component.get(name, ())]
+    read = {r.crd for r in rules}
+    windows = [r for r in rules if r.bundle_window is not None]
     classes: dict[object, Release] = {}
     for release in candidates:
         stamped = [c for c in release.crds[:1] if c.name.endswith(GATEWAY_GROUP)]
         if policy is not None and any(policy.refuses_version(c.bundle_version) for c in stamped):
             continue
+        bundle_version = next((c.bundle_version for c in release.crds if c.bundle_version), None)
+        running = Version.parse(release.controller or release.version)
         effect = (
             release.channel,
-            tuple(sorted((c.name, c.versions) for c in release.crds if c.name in catalog.rules_by_crd)),
+            tuple(sorted((c.name, c.versions) for c in release.crds if c.name in read)),
             release.policy is not None and release.policy.refused_versions,
+            tuple(r.id for r in windows if r.bundle_window is not None and bundle_version in r.bundle_window),
+            tuple(
+                r.id for r in catalog.rules_by_component.get(release.component, ()) if running in r.versions
+            ),
         )
         best = classes.get(effect)
         if best is None or (
@@ -881,6 +900,7 @@ def fixes_for(
             detect_releases(change.new, catalog, PlanView(view, catalog, {}, {})._oci) if change.new else ()
         )
         frozen = {r.component for r in revealed}
+        planner._installed |= frozen  # the change brings these controllers: their rules matter
         requested = None
         moved = revealed[0].component if revealed else None
 

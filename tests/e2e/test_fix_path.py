@@ -75,6 +75,10 @@ def test_following_the_denials_fix_literally_lets_the_denied_apply_through(
     assert f"crdguard denied UPDATE of CustomResourceDefinition {BTLS}" in denied.stderr
     commands = fix_a_commands(denied.stderr)
     assert commands, denied.stderr
+    # The healthy order: the bundle moves first, so kgateway 2.1.1 never runs on v1.3.0 CRDs
+    # (where it would silently ignore BackendTLSPolicy).
+    assert "releases/download/v1.4.0/experimental-install.yaml" in commands[0], commands
+    assert "note:" not in denied.stderr.split("a) ", 1)[1].split("b) ", 1)[0]
     time.sleep(WATCH_SETTLE)
 
     for command in commands:

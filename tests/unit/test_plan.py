@@ -520,3 +520,27 @@ def test_cilium_plan_to_v1_5_1_standard_finds_the_order(upstream: Path, catalog:
         "kubectl set image deployment/cilium-operator -n kube-system "
         f"cilium-operator=quay.io/cilium/operator-generic:{plan.steps[1].version}",
     )
+
+
+def test_a_path_through_a_warned_state_says_which_feature_is_off_between_which_steps(
+    upstream: Path, catalog: Catalog
+) -> None:
+    cluster = installed(upstream, catalog, ("v1.3.0", "experimental"), "v2.0.4", "Deployment")
+    releases = load_releases()
+    planner = Planner(cluster.view(), catalog, releases)
+    # kgateway 2.1.1 before the bundle moves: allowed, but 2.1 ignores a v1.3.0 BackendTLSPolicy CRD.
+    unhealthy = [
+        ("kgateway-crds", releases["kgateway-crds"].find("v2.1.1")),
+        ("kgateway", releases["kgateway"].find("v2.1.1")),
+        ("gateway-api", releases["gateway-api"].find("v1.4.0", "experimental")),
+    ]
+    steps = planner.render([(c, r) for c, r in unhealthy if r is not None])
+    assert [s.notes for s in steps] == [
+        (),
+        ("BackendTLSPolicy is ignored by kgateway between steps 2 and 3",),
+        (),
+    ]
+    # The planner itself prefers the healthy order, even at the same number of steps.
+    plan = planner.plan([Target("kgateway", "v2.1.1")])
+    assert [s.component for s in plan.steps] == ["gateway-api", "kgateway-crds", "kgateway"]
+    assert all(not s.notes for s in plan.steps)

@@ -10,7 +10,7 @@ OWN_TARGETS := not soak and not audit_deps and not bench
 RUN_DIR := .run
 PORT ?= 8443
 
-.PHONY: help venv lint test unit e2e e2e-tools run bench soak audit-deps chart lock clean catalog-verify catalog-table
+.PHONY: help venv lint test unit e2e e2e-tools run bench soak audit-deps chart lock clean releases catalog-verify catalog-table
 
 help:
 	@echo "make run    serve the demo on https://127.0.0.1:$(PORT) (reported incident state)"
@@ -74,6 +74,10 @@ run: $(RUNTIME)
 	@echo "  $(BIN)/crdguard check --cluster examples/demo/cluster examples/demo/incoming"
 	@echo "  curl -s --cacert $(RUN_DIR)/certs/ca.crt -H 'Content-Type: application/json' --data @examples/demo/review-backendtlspolicy-v1.json https://127.0.0.1:$(PORT)/validate"
 	$(BIN)/crdguard serve --cluster examples/demo/cluster --cert-dir $(RUN_DIR)/certs --host 127.0.0.1 --port $(PORT)
+
+# Release facts (what each Gateway API / Inference Extension / kgateway release installs) for the planner.
+releases: $(DEV)
+	$(BIN)/python hack/gen_releases.py
 
 # OPA is the benchmark's comparison, not part of crdguard: built and checked here, not in `make test`.
 bench: $(DEV)

@@ -101,9 +101,7 @@ def webhook_configuration(url: str, ca_pem: bytes, crd_names: list[str] | None) 
 
 def _reviews_answered(server: Server) -> float:
     """The crdguard_admission_reviews counter summed over labels, from /metrics."""
-    from bench.harness import https_request
-
-    _, body = https_request(server.port, server.ca_file, "GET", "/metrics")
+    body = server.metrics_get("/metrics")
     total = 0.0
     for line in body.decode().splitlines():
         if line.startswith("crdguard_admission_reviews_total"):

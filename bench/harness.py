@@ -97,6 +97,7 @@ class Server:
     ca_file: Path
     log_path: Path
     env: Mapping[str, str] | None = None
+    metrics_port: int | None = None  # crdguard's plain-HTTP /metrics and /state port
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log: TextIO | None = field(default=None, repr=False)
 
@@ -142,6 +143,17 @@ class Server:
     def rss_mib(self) -> float:
         return rss_mib(self.pid)
 
+    def metrics_get(self, path: str) -> bytes:
+        """GET ``path`` (/metrics or /state) from crdguard's metrics port."""
+        if self.metrics_port is None:
+            raise BenchError(f"{self.name} has no metrics port")
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=30)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().read()
+        finally:
+            conn.close()
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -181,6 +193,9 @@ def crdguard_server(
         "127.0.0.1",
         "--port",
         str(port),
+        "--metrics-port",
+        str(metrics_port := free_port()),
+        "--enable-state-endpoint",
     ]
     if cluster is not None:
         argv += ["--cluster", str(cluster)]
@@ -195,6 +210,7 @@ def crdguard_server(
         "/readyz",
         cert_dir / "ca.crt",
         work / f"{name}-{port}.log",
+        metrics_port=metrics_port,
     )
 
 

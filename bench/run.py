@@ -256,8 +256,7 @@ class Bench:
                 server.start(timeout=600)
                 ingest = time.monotonic() - started
                 time.sleep(2)
-                _, body = harness.https_request(server.port, server.ca_file, "GET", "/state")
-                state = json.loads(body)
+                state = json.loads(server.metrics_get("/state"))
                 states[label] = {
                     "served_by_fake_api": served,
                     "held_by_crdguard": state["objects"],

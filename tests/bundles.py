@@ -110,3 +110,18 @@ def inference_extension_crds(version: str) -> list[dict[str, Any]]:
         for doc in yaml.safe_load_all(text)
         if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition"
     ]
+
+
+ARGOCD_MODULE = "github.com/argoproj/argo-cd/v3"
+ARGOCD_VERSION = "v3.1.0"
+
+
+def argocd_application_crd(version: str = ARGOCD_VERSION) -> dict[str, Any]:
+    """Argo CD's real Application CRD, read from its Go module at a release tag (never committed)."""
+    path = go_module_dir(ARGOCD_MODULE, version) / "manifests" / "crds" / "application-crd.yaml"
+    if not path.is_file():
+        raise BundleUnavailable(f"{ARGOCD_MODULE}@{version} has no manifests/crds/application-crd.yaml")
+    crd = yaml.safe_load(path.read_text())
+    if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
+        raise BundleUnavailable(f"{path}: not a CustomResourceDefinition")
+    return crd

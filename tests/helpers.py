@@ -141,9 +141,10 @@ def helmrelease_chartref(
     namespace: str = KGATEWAY_NS,
     oci_namespace: str | None = None,
     values: Mapping[str, Any] | None = None,
+    kind: str = "OCIRepository",
 ) -> Obj:
-    """A Flux HelmRelease whose chart comes from an OCIRepository (``spec.chartRef``)."""
-    chart_ref: Obj = {"kind": "OCIRepository", "name": oci_name}
+    """A Flux HelmRelease whose chart comes from an OCIRepository (or ``kind``) via ``spec.chartRef``."""
+    chart_ref: Obj = {"kind": kind, "name": oci_name}
     if oci_namespace is not None:
         chart_ref["namespace"] = oci_namespace
     spec: Obj = {"interval": "10m", "chartRef": chart_ref}
@@ -172,6 +173,108 @@ def ocirepository(
         "kind": "OCIRepository",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"interval": "10m", "url": url, "ref": ref},
+    }
+
+
+def flux_helmchart(
+    version: str | None = "v2.1.1",
+    *,
+    name: str = "kgateway",
+    namespace: str = KGATEWAY_NS,
+    chart: str = "kgateway",
+) -> Obj:
+    """A Flux HelmChart (source.toolkit.fluxcd.io/v1), as a HelmRelease's chartRef may name it."""
+    spec: Obj = {
+        "interval": "10m",
+        "chart": chart,
+        "sourceRef": {"kind": "HelmRepository", "name": "kgateway"},
+    }
+    if version is not None:
+        spec["version"] = version
+    return {
+        "apiVersion": "source.toolkit.fluxcd.io/v1",
+        "kind": "HelmChart",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def argocd_source(
+    version: str | None = "v2.1.1",
+    *,
+    chart: str | None = "kgateway",
+    repo_url: str = "cr.kgateway.dev/kgateway-dev/charts",
+    helm: Mapping[str, Any] | None = None,
+) -> Obj:
+    """One Argo CD Application source (a Helm chart from an OCI registry, by default)."""
+    source: Obj = {"repoURL": repo_url}
+    if chart is not None:
+        source["chart"] = chart
+    if version is not None:
+        source["targetRevision"] = version
+    if helm is not None:
+        source["helm"] = dict(helm)
+    return source
+
+
+def application(
+    version: str | None = "v2.1.1",
+    *,
+    name: str = "kgateway",
+    namespace: str = "argocd",
+    sources: Sequence[Obj] | None = None,
+    destination: Mapping[str, str] | None = None,
+    helm: Mapping[str, Any] | None = None,
+) -> Obj:
+    """An Argo CD Application (argoproj.io/v1alpha1) installing kgateway into kgateway-system.
+
+    ``sources`` given: spec.sources (multi-source); otherwise spec.source.
+    """
+    spec: Obj = {
+        "project": "default",
+        "destination": dict(
+            destination or {"server": "https://kubernetes.default.svc", "namespace": KGATEWAY_NS}
+        ),
+    }
+    if sources is not None:
+        spec["sources"] = [dict(s) for s in sources]
+    else:
+        spec["source"] = argocd_source(version, helm=helm)
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def k3s_helmchart(
+    version: str | None = "v2.1.1",
+    *,
+    name: str = "kgateway",
+    namespace: str = "kube-system",
+    chart: str = KGATEWAY_OCI,
+    repo: str | None = None,
+    target_namespace: str | None = KGATEWAY_NS,
+    values_content: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Obj:
+    """A k3s/RKE2 HelmChart (helm.cattle.io/v1); by default the kgateway OCI chart."""
+    spec: Obj = {"chart": chart}
+    for key, value in (
+        ("version", version),
+        ("repo", repo),
+        ("targetNamespace", target_namespace),
+        ("valuesContent", values_content),
+    ):
+        if value is not None:
+            spec[key] = value
+    spec.update(extra or {})
+    return {
+        "apiVersion": "helm.cattle.io/v1",
+        "kind": "HelmChart",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
     }
 
 

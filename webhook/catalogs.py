@@ -6,6 +6,7 @@ from importlib import resources
 
 from webhook.manifests import parse_documents, read_text
 from webhook.rules.catalog import Catalog
+from webhook.rules.releases import ReleaseSet, release_set_from_data
 
 
 def default_catalog_files() -> list[tuple[str, str]]:
@@ -32,3 +33,14 @@ def load_catalog(extra_files: list[str] | tuple[str, ...] = ()) -> Catalog:
         name, text = read_text(path)
         documents.extend((d.source, d.body) for d in parse_documents(name, text))
     return Catalog.merge(documents)
+
+
+def load_releases() -> dict[str, ReleaseSet]:
+    """The packaged release data (``webhook/rules/releases/*.yaml``, ``make releases``), by component."""
+    folder = resources.files("webhook.rules") / "releases"
+    found: dict[str, ReleaseSet] = {}
+    for f in sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name):
+        for document in parse_documents(f"release data {f.name}", f.read_text(encoding="utf-8")):
+            release_set = release_set_from_data(document.body, document.source)
+            found[release_set.component] = release_set
+    return found

@@ -36,6 +36,7 @@ class Guard:
     def __init__(self, workdir: Path, args: list[str], port: int | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.metrics_port = free_port()
         self.cert_dir = workdir / "certs"
         if not (self.cert_dir / "tls.crt").exists():
             self.ca_bundle = make_certs(self.cert_dir)
@@ -54,6 +55,9 @@ class Guard:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--enable-state-endpoint",
                 *args,
             ],
             stdout=self._log,
@@ -96,9 +100,11 @@ class Guard:
         raise RuntimeError(f"crdguard not ready after {timeout}s ({last}):\n{self.log_tail()}")
 
     def state(self) -> dict[str, Any]:
-        status, body = self.get("/state")
-        assert status == 200, body
-        return dict(body)
+        """/state from the metrics port (plain HTTP, enabled for these tests)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/state"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+            return dict(json.loads(response.read()))
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -133,7 +139,12 @@ def register_with_the_chart(cluster: ControlPlane, running: Guard) -> None:
         "--show-only",
         "templates/webhook.yaml",
     ).stdout
-    configs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ValidatingWebhookConfiguration"]
+    # The webhooks crdguard would register (--register-webhook), from the ConfigMap the chart renders.
+    configs = [
+        yaml.safe_load(d["data"]["webhook.yaml"])
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "ConfigMap"
+    ]
     assert len(configs) == 1, rendered
     for webhook in configs[0]["webhooks"]:
         assert webhook["clientConfig"]["url"] == f"{running.url}/validate"

@@ -27,7 +27,7 @@ from relkit.kube import (
     wait_until,
     webhook_configuration,
 )
-from relkit.load import ReviewLoad
+from relkit.load import ReviewLoad, refusal_error
 from relkit.net import KubeProxy, TcpBalancer
 from relkit.report import Record
 from relkit.reviews import demo_cases, incident_review
@@ -65,8 +65,12 @@ def kgateway_v204(plane: ControlPlane) -> Iterator[None]:
 
 
 def incident_allowed(serve: Serve, uid: str = "probe") -> bool:
-    """Would crdguard let the Gateway API v1.4.0 standard BackendTLSPolicy CRD in now?"""
-    return bool(serve.review(incident_review(uid))["allowed"])
+    """Would crdguard let the Gateway API v1.4.0 standard BackendTLSPolicy CRD in now? (A refusal
+    that is not a denial, e.g. an internal error, fails the test rather than read as "no".)"""
+    response = serve.review(incident_review(uid))
+    if not response["allowed"]:
+        assert not (refused := refusal_error(response)), refused
+    return bool(response["allowed"])
 
 
 def watch(serve: Serve, resource: str) -> dict[str, Any]:

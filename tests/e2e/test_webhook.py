@@ -252,7 +252,9 @@ def test_deleting_the_backendconfigpolicy_crd_under_kgateway_2_1_is_denied(
     result = cluster.kubectl("delete", "crd", "backendconfigpolicies.gateway.kgateway.dev", check=False)
     assert result.returncode != 0
     assert "crdguard denied deletion of CustomResourceDefinition backendconfigpolicies" in result.stderr
-    assert "Install kgateway-crds v2.1.1" in result.stderr
+    # The verified way out while the CRD stays needed: kgateway back to 2.0.x first, then retry.
+    assert "charts/kgateway --version v2.0.4 -n kgateway-system" in result.stderr
+    assert "Retry this change" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -275,23 +277,91 @@ def test_flux_helmrelease_on_v1_4_standard(
         assert "needs BackendTLSPolicy gateway.networking.k8s.io/v1alpha3 to be served" in result.stderr
 
 
-def test_reviews_make_no_api_server_requests(guard: Guard) -> None:
-    review = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "batch",
-            "operation": "CREATE",
-            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-            "namespace": "team-a",
-            "name": "kgateway",
-            "object": yaml.safe_load(kgateway_deployment("v2.0.4", namespace="team-a")),
-        },
-    }
-    before = guard.state()["apiRequests"]
-    verdicts = [
-        guard.post("/validate", json.dumps(review).encode())[1]["response"]["allowed"] for _ in range(50)
-    ]
-    after = guard.state()["apiRequests"]
+READER = "crdguard-e2e-reader"
+# A ClusterRole like the chart's, and a FlowSchema that gives the reader's requests their own
+# name in the API server's priority-and-fairness metrics.
+READER_ACCESS = f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {READER}}}
+rules:
+  - {{apiGroups: [apiextensions.k8s.io], resources: [customresourcedefinitions], verbs: [get, list, watch]}}
+  - {{apiGroups: [apps], resources: [deployments], verbs: [get, list, watch]}}
+  - {{apiGroups: [helm.toolkit.fluxcd.io], resources: [helmreleases], verbs: [get, list, watch]}}
+  - {{apiGroups: [source.toolkit.fluxcd.io], resources: [ocirepositories], verbs: [get, list, watch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {READER}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {READER}}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {READER}}}]
+---
+apiVersion: flowcontrol.apiserver.k8s.io/v1
+kind: FlowSchema
+metadata: {{name: {READER}}}
+spec:
+  matchingPrecedence: 100
+  priorityLevelConfiguration: {{name: workload-low}}
+  distinguisherMethod: {{type: ByUser}}
+  rules:
+    - subjects: [{{kind: User, user: {{name: {READER}}}}}]
+      resourceRules:
+        - {{verbs: ["*"], apiGroups: ["*"], resources: ["*"], clusterScope: true, namespaces: ["*"]}}
+      nonResourceRules:
+        - {{verbs: ["*"], nonResourceURLs: ["*"]}}
+"""
+
+
+def requests_by(cluster: ControlPlane, flow_schema: str) -> float:
+    """Requests the API server dispatched for ``flow_schema``, from its own /metrics (read as admin).
+
+    ``apiserver_request_total`` has no user or user-agent label; priority and fairness counts
+    every request by the FlowSchema its user matched, so a FlowSchema for crdguard's user alone
+    counts crdguard's requests: lists, gets and the start of every watch."""
+    text = cluster.kubectl("get", "--raw", "/metrics").stdout
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("apiserver_flowcontrol_dispatched_requests_total{") and (
+            f'flow_schema="{flow_schema}"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_reviews_make_no_api_server_requests(
+    cluster: ControlPlane, guard: Guard, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """crdguard with its own user, judging 50 reviews; the API server counts its requests."""
+    cluster.kubectl("apply", "-f", "-", input=READER_ACCESS)
+    reader = Guard(
+        tmp_path_factory.mktemp("reader"), ["--kubeconfig", str(cluster.make_user_kubeconfig(READER))]
+    )
+    try:
+        reader.wait_ready()
+        eventually(
+            lambda: reader.state()["objects"] == guard.state()["objects"], what="the reader holds the cluster"
+        )
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "batch",
+                "operation": "CREATE",
+                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+                "namespace": "team-a",
+                "name": "kgateway",
+                "object": yaml.safe_load(kgateway_deployment("v2.0.4", namespace="team-a")),
+            },
+        }
+        before = requests_by(cluster, READER)
+        verdicts = [
+            reader.post("/validate", json.dumps(review).encode())[1]["response"]["allowed"] for _ in range(50)
+        ]
+        after = requests_by(cluster, READER)
+    finally:
+        reader.close()
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", input=READER_ACCESS)
     assert verdicts == [False] * 50  # v1.4.0 standard is installed: every review denies kgateway 2.0.4
+    # The count sees crdguard: its start-up lists and watches are there, one per watched type at least.
+    assert before >= 4
     assert after - before == 0

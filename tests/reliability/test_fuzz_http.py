@@ -111,8 +111,8 @@ def test_schemathesis_from_openapi(demo_http: Serve) -> None:
         "input",
         "schemathesis from the OpenAPI schema",
         "Generates requests for every operation of `create_app(...).openapi()` (POST /validate, "
-        "/healthz, /readyz, /state, /metrics), schema-conforming and schema-violating, and sends "
-        "them to a real `crdguard serve`; after each, a valid review must be answered correctly.",
+        "/healthz, /readyz: all the admission port serves), schema-conforming and schema-violating, "
+        "and sends them to a real `crdguard serve`; after each, a valid review must be answered correctly.",
     ) as rec:
         counts: Counter[str] = Counter()
         statuses: Counter[int] = Counter()

@@ -39,6 +39,7 @@ class Call:
     ended: float
     error: str = ""  # empty: answered 200 with the right uid and verdict
     allowed: bool | None = None  # the verdict received
+    decision: object = None  # what ``ReviewLoad(decide=...)`` made of the response, if given
 
 
 @dataclass
@@ -70,8 +71,26 @@ class Results:
         return head
 
 
+DENIAL_PREFIX = "crdguard denied "
+
+
+def refusal_error(response: Mapping[str, Any]) -> str:
+    """'' when a refusal is a denial crdguard means (403, its denial message), else what it is:
+    an internal error (500) answers ``allowed: false`` too, and must never pass for a denial."""
+    status = response.get("status")
+    if not isinstance(status, dict):
+        return f"refused without a status: {response!r:.200}"
+    code, message = status.get("code"), str(status.get("message", ""))
+    if code == 500:
+        return f"internal error (code 500): {message[:150]}"
+    if code != 403 or not message.startswith(DENIAL_PREFIX):
+        return f"refusal is not a crdguard denial (code {code!r}): {message[:150]!r}"
+    return ""
+
+
 def judge_answer(status: int, body: bytes, uid: str, allowed: bool | None) -> tuple[str, bool | None]:
-    """('' or what is wrong, the verdict received)."""
+    """('' or what is wrong, the verdict received). A refusal counts as ``allowed=False`` only
+    when it is a denial (403, "crdguard denied ..."); anything else is an error."""
     if status != 200:
         return f"HTTP {status}: {body[:200]!r}", None
     try:
@@ -83,6 +102,8 @@ def judge_answer(status: int, body: bytes, uid: str, allowed: bool | None) -> tu
         return f"uid {response.get('uid')!r} != {uid!r}", got
     if not isinstance(got, bool):
         return f"allowed is {got!r}", None
+    if got is False and (refused := refusal_error(response)):
+        return refused, None
     if allowed is not None and got is not allowed:
         return f"allowed={got} but expected {allowed}", got
     return "", got
@@ -109,8 +130,10 @@ class ReviewLoad:
         reconnect_every: int = 0,
         pause: float = 0.0,
         limit: float = 900.0,
+        decide: Callable[[Mapping[str, Any]], object] | None = None,
     ) -> None:
         self.connect = connect
+        self.decide = decide
         self.cases = list(cases)
         self.threads = threads
         self.reconnect_every = reconnect_every
@@ -165,6 +188,7 @@ class ReviewLoad:
             started = time.monotonic()
             error = ""
             got: bool | None = None
+            decision: object = None
             try:
                 if conn is None or (self.reconnect_every and sent_on_conn >= self.reconnect_every):
                     if conn is not None:
@@ -177,7 +201,10 @@ class ReviewLoad:
                     headers={"Content-Type": "application/json"},
                 )
                 response = conn.getresponse()
-                error, got = judge_answer(response.status, response.read(), uid, case.allowed)
+                body = response.read()
+                error, got = judge_answer(response.status, body, uid, case.allowed)
+                if self.decide is not None and not error:
+                    decision = self.decide(json.loads(body)["response"])
                 sent_on_conn += 1
             except (OSError, http.client.HTTPException) as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -185,7 +212,7 @@ class ReviewLoad:
                 conn.close()
                 conn = None
             with self._lock:
-                self.results.calls.append(Call(case.name, started, time.monotonic(), error, got))
+                self.results.calls.append(Call(case.name, started, time.monotonic(), error, got, decision))
             if self.pause:
                 self._stop.wait(self.pause)
         if conn is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from helpers import REPO_ROOT, admission_review, configmap, deployment, helmrelease
 
-from relkit.load import Case
+from relkit.load import Case, refusal_error
 
 DEMO_CLUSTER = REPO_ROOT / "examples" / "demo" / "cluster"
 DEMO_REVIEW = REPO_ROOT / "examples" / "demo" / "review-backendtlspolicy-v1.json"
@@ -62,4 +62,6 @@ def probe(serve: Any) -> str:
         response = json.loads(body)["response"]
         if response["uid"] != review["request"]["uid"] or response["allowed"] is not allowed:
             return f"probe {review['request']['uid']}: wrong answer {body[:300]!r}"
+        if not allowed and (refused := refusal_error(response)):
+            return f"probe {review['request']['uid']}: {refused}"
     return ""

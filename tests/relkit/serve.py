@@ -89,8 +89,10 @@ class Serve:
         log_level: str = "info",
         env: Mapping[str, str] | None = None,
         check_hostname: bool = True,
+        enable_state: bool = True,
     ) -> None:
         self.port = port or free_port()
+        self.metrics_port = free_port()
         self.cert_dir = Path(cert_dir) if cert_dir else None
         self.tls = cert_dir is not None
         self.ca_file = Path(ca_file) if ca_file else (self.cert_dir / "ca.crt" if self.cert_dir else None)
@@ -108,6 +110,9 @@ class Serve:
             LOOPBACK,
             "--port",
             str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
+            *(["--enable-state-endpoint"] if enable_state else []),
             *(["--cert-dir", str(cert_dir)] if cert_dir else ["--insecure"]),
             *args,
         ]
@@ -233,15 +238,25 @@ class Serve:
         response: dict[str, Any] = json.loads(body)["response"]
         return response
 
+    def metrics_get(self, path: str, timeout: float = 30.0) -> tuple[int, bytes]:
+        """GET from the metrics port (plain HTTP): /metrics, and /state (enabled here)."""
+        conn = http.client.HTTPConnection(LOOPBACK, self.metrics_port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
     def state(self) -> dict[str, Any]:
-        status, body = self.get("/state")
+        status, body = self.metrics_get("/state")
         assert status == 200, body
         result: dict[str, Any] = json.loads(body)
         return result
 
     def metrics(self) -> dict[str, float]:
         """Prometheus samples as ``{'name{labels}': value}``."""
-        status, body = self.get("/metrics")
+        status, body = self.metrics_get("/metrics")
         assert status == 200, body
         samples = {}
         for line in body.decode().splitlines():

@@ -1,17 +1,21 @@
-"""The soak: mixed review load against ``crdguard serve --kubeconfig`` following a real API server
-while objects are created and deleted continuously.
+"""The soak: review load against ``crdguard serve --kubeconfig`` following a real API server
+while objects are created and deleted continuously, and the cluster's kgateway and CRDs change
+under it phase after phase.
 
-- The cluster holds the benchmark's scenario (bench/payloads.py: the incident's cluster, built from
-  the real upstream CRDs); the load sends the benchmark's payloads, in its class shares.
+- Phases: every PHASE_SECONDS the cluster moves to the next of PHASES: kgateway's Deployment
+  flips between v2.0.4 and v2.1.1, the BackendTLSPolicy CRD between real Gateway API bundles
+  (v1.3.0 experimental, v1.4.0 standard), and the BackendConfigPolicy CRD (real kgateway-crds
+  v2.1.1) comes and goes. Most payloads change their decision at each flip.
+- Payloads: CRD updates, creations and deletions (real upstream CRDs), kgateway Deployments created
+  and upgraded, and a ConfigMap (not judged).
+- Reference: ``relkit.soak_reference``, the catalog's facts as a hand-written table; never the
+  rules engine. The whole decision is compared: allowed, the denied rule ids, the warnings and
+  the existing conflicts (the response does not carry resolved conflicts, so they cannot be).
+- A review is checked against its phase when it started after crdguard's watch had passed the
+  phase's last write and ended before the next phase began; the others (a few around each flip)
+  must still be answered, uid echoed, without error.
 - Churn: other apps' Deployments, ConfigMaps, other charts' HelmReleases and CRDs outside the
   catalog are created and deleted all the time (about 6 writes a second).
-- Phases: every PHASE_SECONDS kgateway (its Deployment and HelmRelease) flips between v2.0.4 and
-  v2.1.1, which changes verdicts. Once crdguard's watch has passed the flip's resourceVersion, the reference
-  verdict of every payload is computed offline: the rules engine on a snapshot of the cluster
-  (``kubectl get -o json``), independent of crdguard's watch cache.
-- A review is checked against the reference of its phase when it started after crdguard had
-  synced the phase and ended before the next flip began; the others (a few around each flip)
-  must still be answered, uid echoed, without error.
 - RSS of the serve process is sampled every second: growth after warm-up must stay under 5%.
 """
 
@@ -19,12 +23,11 @@ from __future__ import annotations
 
 import copy
 import http.client
-import importlib
+import itertools
 import json
 import random
 import ssl
 import statistics
-import sys
 import threading
 import time
 from collections import Counter
@@ -33,29 +36,18 @@ from pathlib import Path
 from typing import Any
 
 from e2e.cluster import ControlPlane
-from helpers import REPO_ROOT
+from helpers import admission_review, configmap, deployment, gateway_api_bundle, kgateway_crds, named
 
+from relkit import soak_reference as ref
 from relkit.kube import apply, client_cert_files, namespace, own_control_plane, wait_until
 from relkit.load import Case, Results, ReviewLoad
 from relkit.report import Record
 from relkit.serve import Serve, make_certs
-from webhook.admission.review import parse_review
-from webhook.catalogs import load_catalog
-from webhook.rules.catalog import Enforcement
-from webhook.rules.engine import review_change
-from webhook.rules.inventory import Inventory
-from webhook.state.files import add_objects
 
 PHASE_SECONDS = 20.0
 RSS_GROWTH_LIMIT = 0.05
 LOAD_THREADS = 3
 SERVER_FIELDS = ("uid", "resourceVersion", "managedFields", "creationTimestamp", "generation", "selfLink")
-
-
-def bench_payloads() -> Any:
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))  # bench/ is not part of the installed package
-    return importlib.import_module("bench.payloads")
 
 
 def clean(obj: dict[str, Any]) -> dict[str, Any]:
@@ -207,7 +199,7 @@ class Phase:
     version: str
     flip_started: float
     synced: float = 0.0
-    reference: dict[str, bool] = field(default_factory=dict)
+    reference: dict[str, ref.Decision] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,12 +224,9 @@ class SoakResult:
         return self.rss_final / self.rss_baseline - 1.0
 
     @property
-    def flipped(self) -> list[str]:
-        """Payloads whose reference verdict differs between the two kgateway versions."""
-        if len(self.phases) < 2:
-            return []
-        first, second = self.phases[0].reference, self.phases[1].reference
-        return sorted(name for name in first if first[name] != second[name])
+    def flipped(self) -> list[int]:
+        """For each flip, how many payloads' reference decisions changed."""
+        return flips(self.phases)
 
     @property
     def errors(self) -> int:
@@ -248,8 +237,10 @@ class SoakResult:
         return (
             f"{calls} reviews in {self.seconds:.0f} s ({calls / self.seconds:.0f}/s, "
             f"p99 {self.results.latency_ms(0.99):.1f} ms) over {len(self.phases)} phases; "
-            f"{len(self.results.failures)} failed; {self.checked} checked against the offline reference, "
-            f"{len(self.mismatches)} wrong ({len(self.flipped)} payloads change verdict with each flip); "
+            f"{len(self.results.failures)} failed; {self.checked} checked against the hand-written "
+            "reference table, "
+            f"{len(self.mismatches)} wrong (whole decisions; payloads changing decision per flip: "
+            f"{self.flipped}); "
             f"{self.transition} sent around a flip (answered, not compared); "
             f"{sum(self.churn_ops.values())} churn writes ({sum(self.churn_failed.values())} refused); "
             f"RSS {self.rss_baseline / 2**20:.1f} MiB after warm-up → "
@@ -258,80 +249,123 @@ class SoakResult:
         )
 
 
-def reference(plane: ControlPlane, payloads: list[Any], catalog: Any) -> dict[str, bool]:
-    """Each payload's verdict from the rules engine on a snapshot of the cluster (no watch involved)."""
-    out = plane.kubectl(
-        "get",
-        "customresourcedefinitions,deployments,helmreleases,ocirepositories",
-        "--all-namespaces",
-        "--output=json",
-    ).stdout
-    inventory = Inventory(catalog)
-    add_objects(inventory, json.loads(out)["items"])
-    verdicts = {}
-    for payload in payloads:
-        request = parse_review(payload.review)
-        change = request.to_change(catalog)
-        verdicts[payload.name] = review_change(change, inventory, catalog, Enforcement.DENY).allowed
-    return verdicts
+@dataclass(frozen=True)
+class ClusterPhase:
+    kgateway: str
+    btp: str  # Gateway API bundle of the BackendTLSPolicy CRD
+    bcp: bool  # BackendConfigPolicy CRD installed
 
 
-def weighted_cases(
-    payloads: list[Any], shares: dict[str, int], slots: int = 200, seed: int = 5
-) -> list[Case]:
-    by_class: dict[str, list[Any]] = {}
-    for payload in payloads:
-        by_class.setdefault(payload.cls, []).append(payload)
-    cases = []
-    for cls, members in by_class.items():
-        count = max(len(members), round(slots * shares.get(cls, 1) / sum(shares.values())))
-        cases += [
-            Case.of(members[i % len(members)].name, members[i % len(members)].review, None)
-            for i in range(count)
-        ]
-    random.Random(seed).shuffle(cases)
-    return cases
+# Consecutive phases differ in the kgateway line and the BackendTLSPolicy bundle, so the soak
+# flips most verdicts each time; the BackendConfigPolicy CRD follows kgateway-crds or not.
+PHASES = (
+    ClusterPhase("v2.0.4", "v1.3.0 experimental", False),
+    ClusterPhase("v2.1.1", "v1.4.0 standard", True),
+    ClusterPhase("v2.0.4", "v1.4.0 standard", True),
+    ClusterPhase("v2.1.1", "v1.3.0 experimental", False),
+)
 
 
-def _kgateway(bench: Any, source: Any, version: str) -> dict[str, dict[str, Any]]:
-    """kgateway at ``version``: its Deployment and the Flux HelmRelease that installed it, with the
-    watched resource each belongs to."""
-    release = bench.helmrelease(
-        "kgateway", bench.KGATEWAY_NS, "kgateway", version, bench.kgateway_values(source, version), "kgateway"
-    )
-    return {
-        "deployments": clean(bench._stored(bench.kgateway_deployment(version), manager="helm-controller")),
-        "helmreleases": clean(bench._stored(release, manager="flux")),
+def soak_payloads(upstream: Path) -> tuple[list[ref.Payload], dict[str, dict[str, Any]]]:
+    """The payloads, and the CRD objects (by bundle name, and "bcp") the phases install."""
+    bundles = {
+        name: clean(named(gateway_api_bundle(upstream, *name.split(" ")), ref.BTP)) for name in ref.BTP_SERVED
     }
+    bcp = clean(named(kgateway_crds(upstream, "v2.1.1"), ref.BCP))
+    crds = {**bundles, "bcp": bcp}
+    std, exp13, exp14 = (
+        bundles["v1.4.0 standard"],
+        bundles["v1.3.0 experimental"],
+        bundles["v1.4.0 experimental"],
+    )
+    kgw_ns = ("kgateway-system", "kgateway")
+    team = ("team-x", "kgateway")
+
+    def btp(name: str, op: str, new: Any, old: Any, before: str | None, after: str | None) -> ref.Payload:
+        return ref.Payload(name, admission_review(op, new, old), ref.BTP, before, after)
+
+    def kgw(name: str, op: str, source: tuple[str, str], new: str, old: str | None) -> ref.Payload:
+        review = admission_review(
+            op,
+            deployment(new, namespace=source[0], name=source[1]),
+            deployment(old, namespace=source[0], name=source[1]) if old else None,
+        )
+        return ref.Payload(name, review, deployment=source, version_before=old, version_after=new)
+
+    payloads = [
+        btp("BackendTLSPolicy CRD v1.4.0 standard to v1.3.0 experimental", "UPDATE", exp13, std,
+            "v1.4.0 standard", "v1.3.0 experimental"),
+        btp("BackendTLSPolicy CRD v1.4.0 standard to v1.4.0 experimental", "UPDATE", exp14, std,
+            "v1.4.0 standard", "v1.4.0 experimental"),
+        btp("BackendTLSPolicy CRD v1.3.0 experimental to v1.4.0 standard", "UPDATE", std, exp13,
+            "v1.3.0 experimental", "v1.4.0 standard"),
+        btp("BackendTLSPolicy CRD v1.4.0 standard re-applied", "UPDATE", std, std,
+            "v1.4.0 standard", "v1.4.0 standard"),
+        btp("BackendTLSPolicy CRD created at v1.4.0 standard", "CREATE", std, None, None, "v1.4.0 standard"),
+        btp("BackendTLSPolicy CRD v1.3.0 experimental deleted", "DELETE", None, exp13,
+            "v1.3.0 experimental", None),
+        ref.Payload("BackendConfigPolicy CRD created", admission_review("CREATE", bcp), ref.BCP, False, True),
+        ref.Payload(
+            "BackendConfigPolicy CRD deleted", admission_review("DELETE", None, bcp), ref.BCP, True, False
+        ),
+        kgw("kgateway v2.0.4 created in team-x", "CREATE", team, "v2.0.4", None),
+        kgw("kgateway v2.1.1 created in team-x", "CREATE", team, "v2.1.1", None),
+        kgw("kgateway upgraded from v2.0.4 to v2.1.1", "UPDATE", kgw_ns, "v2.1.1", "v2.0.4"),
+        kgw("kgateway downgraded from v2.1.1 to v2.0.4", "UPDATE", kgw_ns, "v2.0.4", "v2.1.1"),
+        kgw("kgateway v2.0.4 re-applied", "UPDATE", kgw_ns, "v2.0.4", "v2.0.4"),
+        kgw("kgateway v2.1.1 re-applied", "UPDATE", kgw_ns, "v2.1.1", "v2.1.1"),
+        ref.Payload("a ConfigMap (not judged)", admission_review("CREATE", configmap()), judged=False),
+    ]  # fmt: skip
+    return payloads, crds
+
+
+def reference_of(phase: ClusterPhase, payloads: list[ref.Payload]) -> dict[str, ref.Decision]:
+    cluster = ref.Cluster({("kgateway-system", "kgateway"): phase.kgateway}, phase.btp, phase.bcp)
+    return {p.name: ref.expected(cluster, p) for p in payloads}
+
+
+def flips(phases: list[Phase]) -> list[int]:
+    """For each flip, how many payloads changed their reference decision."""
+    return [
+        sum(1 for name in a.reference if a.reference[name] != b.reference[name])
+        for a, b in itertools.pairwise(phases)
+    ]
+
+
+def _set_phase(plane: ControlPlane, phase: ClusterPhase, crds: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Moves the cluster to ``phase``; returns the resourceVersion of its last write per watched type."""
+    applied = plane.kubectl(
+        "apply",
+        "--filename=-",
+        "--output=jsonpath={.metadata.resourceVersion}",
+        input=json.dumps(clean(deployment(phase.kgateway))),
+    )
+    if not phase.bcp:
+        plane.kubectl("delete", "crd", ref.BCP, "--ignore-not-found", "--wait=true", "--timeout=60s")
+    # A CRD cannot drop a stored version: replace the BackendTLSPolicy CRD rather than update it.
+    plane.kubectl("delete", "crd", ref.BTP, "--ignore-not-found", "--wait=true", "--timeout=60s")
+    last = 0
+    for obj in ([crds["bcp"]] if phase.bcp else []) + [crds[phase.btp]]:
+        done = plane.kubectl(
+            "create", "--filename=-", "--output=jsonpath={.metadata.resourceVersion}", input=json.dumps(obj),
+            check=False,
+        )  # fmt: skip
+        if done.returncode != 0 and "AlreadyExists" in done.stderr:
+            done = plane.kubectl(
+                "get", "crd", obj["metadata"]["name"], "--output=jsonpath={.metadata.resourceVersion}"
+            )
+        last = int(done.stdout.strip())
+    return {"deployments": int(applied.stdout.strip()), "customresourcedefinitions": last}
 
 
 def run_soak(plane: ControlPlane, upstream: Path, seconds: float, workdir: Path) -> SoakResult:
-    bench = bench_payloads()
-    source = bench.Upstream.load(upstream)
-    scenario = [clean(o) for o in bench.scenario_objects(source)]
-    payloads = bench.build_payloads(source)
-    catalog = load_catalog()
-
-    crds = [o for o in scenario if o["kind"] == "CustomResourceDefinition"]
-    namespaces = sorted(
-        {o["metadata"]["namespace"] for o in scenario if o["metadata"].get("namespace")}
-        | {f"churn-{i}" for i in range(3)}
-    )
-    apply(plane, *(namespace(n) for n in namespaces))
+    payloads, crds = soak_payloads(upstream)
+    apply(plane, *(namespace(n) for n in ["kgateway-system", "team-x", *(f"churn-{i}" for i in range(3))]))
+    # HelmReleases are part of the churn: their CRD (real, from Flux) is installed once.
+    plane.kubectl("apply", "--server-side", "--filename", str(upstream / "flux" / "helmreleases.yaml"))
     plane.kubectl(
-        "apply",
-        "--server-side",
-        "--field-manager=soak",
-        "--filename=-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": crds}),
+        "wait", "--for=condition=Established", "--timeout=120s", "crd/helmreleases.helm.toolkit.fluxcd.io"
     )
-    plane.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=120s",
-        *(f"crd/{c['metadata']['name']}" for c in crds),
-    )
-    apply(plane, *(o for o in scenario if o["kind"] != "CustomResourceDefinition"))
 
     certs = make_certs(workdir / "certs")
     rest = Rest(plane, workdir)
@@ -345,45 +379,45 @@ def run_soak(plane: ControlPlane, upstream: Path, seconds: float, workdir: Path)
 
         sampler = threading.Thread(target=sample, daemon=True)
         churn = Churn(rest)
+        cases = [Case.of(p.name, p.review, None) for p in payloads]
+        random.Random(5).shuffle(cases)
         load = ReviewLoad(
             serve.connection,
-            weighted_cases(payloads, bench.CLASS_SHARES),
+            cases,
             threads=LOAD_THREADS,
             pause=0.002,
             limit=seconds + 600,
+            decide=ref.observed,
         )
         phases: list[Phase] = []
         started = time.monotonic()
         sampler.start()
         churn.start()
         load.start()
-        version = "v2.0.4"
+        index = 0
         while True:
-            phase = Phase(version, time.monotonic())
-            wanted = {}
-            for resource, obj in _kgateway(bench, source, version).items():
-                applied = plane.kubectl(
-                    "apply",
-                    "--filename=-",
-                    "--output=jsonpath={.metadata.resourceVersion}",
-                    input=json.dumps(obj),
-                )
-                wanted[resource] = int(applied.stdout.strip())
+            cluster = PHASES[index % len(PHASES)]
+            bcp = "present" if cluster.bcp else "absent"
+            phase = Phase(
+                f"{cluster.kgateway}, BackendTLSPolicy {cluster.btp}, BackendConfigPolicy {bcp}",
+                time.monotonic(),
+            )
+            wanted = _set_phase(plane, cluster, crds)
 
             def seen(wanted: dict[str, int] = wanted) -> bool:
                 watches = serve.state()["watches"]
                 return all(int(watches[r]["resourceVersion"] or 0) >= rv for r, rv in wanted.items())
 
-            wait_until(seen, 30, what=f"the flip to {version} seen")
+            wait_until(seen, 60, what=f"phase {index} seen")
             phase.synced = time.monotonic()
-            phase.reference = reference(plane, payloads, catalog)
+            phase.reference = reference_of(cluster, payloads)
             phases.append(phase)
             end_of_phase = phase.flip_started + PHASE_SECONDS
             if end_of_phase >= started + seconds:
                 time.sleep(max(0.0, started + seconds - time.monotonic()))
                 break
             time.sleep(max(0.0, end_of_phase - time.monotonic()))
-            version = "v2.1.1" if version == "v2.0.4" else "v2.0.4"
+            index += 1
         results = load.stop()
         ended = time.monotonic()
         churn.stop_event.set()
@@ -401,19 +435,19 @@ def run_soak(plane: ControlPlane, upstream: Path, seconds: float, workdir: Path)
     transition = 0
     mismatches = []
     for call in results.calls:
-        index = max((i for i, p in enumerate(phases) if p.flip_started <= call.started), default=None)
-        if index is None:
+        at = max((i for i, p in enumerate(phases) if p.flip_started <= call.started), default=None)
+        if at is None:
             transition += 1
             continue
-        phase = phases[index]
-        next_flip = phases[index + 1].flip_started if index + 1 < len(phases) else ended
+        phase = phases[at]
+        next_flip = phases[at + 1].flip_started if at + 1 < len(phases) else ended
         if call.started < phase.synced or call.ended >= next_flip:
             transition += 1
             continue
         checked += 1
-        if not call.error and call.allowed is not phase.reference[call.case]:
+        if not call.error and call.decision != phase.reference[call.case]:
             mismatches.append(
-                f"{call.case} in phase {index} ({phase.version}): got {call.allowed}, "
+                f"{call.case} in phase {at} ({phase.version}): got {call.decision}; "
                 f"reference {phase.reference[call.case]}"
             )
 
@@ -421,7 +455,6 @@ def run_soak(plane: ControlPlane, upstream: Path, seconds: float, workdir: Path)
     after_warm = [r for t, r in rss if t >= warm]
     warm_tail = [r for t, r in rss if warm - 5 <= t < warm] or after_warm[:5]
     final_tail = [r for t, r in rss if t >= ended - max(5.0, 0.1 * seconds)]
-    classes = Counter(p.cls for p in payloads for c in load.cases if c.name == p.name)
     return SoakResult(
         seconds=ended - started,
         results=results,
@@ -436,7 +469,7 @@ def run_soak(plane: ControlPlane, upstream: Path, seconds: float, workdir: Path)
         churn_failed=dict(churn.failed),
         watch_state=watch_state,
         error_lines=error_lines,
-        classes=dict(classes),
+        classes={},
     )
 
 
@@ -445,13 +478,15 @@ def check_soak(upstream: Path, tmp_path: Path, seconds: float) -> None:
         Record(
             "soak",
             f"Soak, {seconds:.0f} s",
-            f"{seconds:.0f} s of the benchmark's payloads (its class shares, 3 clients) against "
-            "`crdguard serve --kubeconfig` following a real API server that holds the benchmark's "
-            "scenario, while other apps' Deployments, ConfigMaps, HelmReleases and CRDs are created and "
-            "deleted continuously and kgateway (Deployment and HelmRelease) flips between v2.0.4 and "
-            "v2.1.1 every 20 s. "
-            "Verdicts are compared with the rules engine run offline on a snapshot of the cluster after "
-            "each flip; RSS is sampled each second.",
+            f"{seconds:.0f} s of 15 payloads (CRD updates, creations and deletions from real upstream "
+            "bundles, kgateway Deployments, a ConfigMap; 3 clients) against `crdguard serve "
+            "--kubeconfig` following a real API server, while other apps' Deployments, ConfigMaps, "
+            "HelmReleases and CRDs are created and deleted continuously and, every 20 s, kgateway "
+            "flips between v2.0.4 and v2.1.1, the BackendTLSPolicy CRD between Gateway API v1.3.0 "
+            "experimental and v1.4.0 standard, and the BackendConfigPolicy CRD comes and goes. "
+            "Whole decisions (allowed, denied rules, warnings, existing conflicts) are compared with "
+            "a hand-written table of the catalog's facts (tests/relkit/soak_reference.py), not with "
+            "the rules engine; RSS is sampled each second.",
         ) as rec,
         own_control_plane(["--shutdown-watch-termination-grace-period=2s"]) as plane,
     ):
@@ -467,12 +502,12 @@ def check_soak(upstream: Path, tmp_path: Path, seconds: float) -> None:
             rss_growth=round(result.rss_growth, 4),
             churn=result.churn_ops,
             watch_errors={k: w["errors"] for k, w in result.watch_state["watches"].items()},
-            classes=result.classes,
         )
         assert not result.results.failures, result.results.summary()
         assert not result.mismatches, result.mismatches[:10]
         assert result.checked > 0.8 * len(result.results.calls)
-        assert len(result.phases) < 2 or result.flipped, "the flips must change some verdicts"
+        # Each flip must change most judged payloads' decisions, or the soak re-checks one answer.
+        assert all(n >= 5 for n in result.flipped), result.flipped
         assert all(w["errors"] == 0 for w in result.watch_state["watches"].values()), result.watch_state
         assert not result.error_lines, result.error_lines[:5]
         assert not result.churn_failed, result.churn_failed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -30,7 +31,10 @@ from helpers import (
 
 DEMO = REPO_ROOT / "examples" / "demo"
 REPORTED = REPO_ROOT / "examples" / "catalogs" / "reported-kgateway-2.1.1-needs-v1alpha3.yaml"
-JSON_KEYS = {"kind", "apiVersion", "name", "namespace", "operation", "allowed", "message", "warnings", "file"}
+JSON_KEYS = {
+    "kind", "apiVersion", "name", "namespace", "operation", "allowed", "message", "warnings",
+    "audited", "conflicts", "fixes", "file",
+}  # fmt: skip
 
 V1_ONLY = crd(BTP, {"v1": True, "v1alpha3": False}, bundle_version="v1.4.0", channel="standard")
 BOTH = crd(BTP, {"v1": True, "v1alpha3": True}, bundle_version="v1.4.0", channel="experimental")
@@ -97,8 +101,23 @@ def test_json_output_has_exactly_the_documented_fields(tmp_path: Path) -> None:
         "message": denied["message"],
         "warnings": [],
         "file": incoming,
+        "audited": [],
+        "conflicts": [
+            {
+                "rule": "kgateway-2.0-reads-backendtlspolicy-v1alpha3",
+                "component": "kgateway",
+                "version": "v2.0.4",
+                "source": {"kind": "Deployment", "namespace": "kgateway-system", "name": "kgateway"},
+                "crd": BTP,
+                "needs": "v1alpha3",
+                "served": ["v1"],
+            }
+        ],
+        "fixes": denied["fixes"],
     }
     assert denied["message"].startswith("crdguard denied UPDATE of CustomResourceDefinition")
+    assert [f["retry"] for f in denied["fixes"]] == [True, False]
+    assert all(set(s) >= {"component", "version", "commands"} for f in denied["fixes"] for s in f["steps"])
     assert allowed == {
         "kind": "ConfigMap",
         "apiVersion": "v1",
@@ -109,6 +128,9 @@ def test_json_output_has_exactly_the_documented_fields(tmp_path: Path) -> None:
         "message": "",
         "warnings": [],
         "file": incoming,
+        "audited": [],
+        "conflicts": [],
+        "fixes": [],
     }
 
 
@@ -294,6 +316,26 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "error" in done.stderr
+
+
+def test_serve_on_an_occupied_metrics_port_exits_2_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = crdguard(
+            "serve",
+            "--insecure",
+            "--cluster",
+            "examples/demo/cluster",
+            "--port",
+            "0",
+            "--metrics-port",
+            str(port),
+        )
+    assert done.returncode == 2
+    assert f"--metrics-port {port}: cannot listen" in done.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr
 
 
 def test_the_reported_rule_catalog_changes_the_verdict(upstream: Path, tmp_path: Path) -> None:

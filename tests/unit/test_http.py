@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,6 +30,9 @@ from helpers import (
 )
 
 from webhook.admission.app import DEFAULT_MAX_BODY, ServiceConfig, create_app
+from webhook.admission.metrics_server import MetricsServer
+from webhook.admission.tls import ReloadingTLS
+from webhook.certs import make_certificates
 from webhook.rules.catalog import Catalog, Enforcement
 from webhook.rules.inventory import Inventory
 from webhook.state.files import StaticState, inventory_from_files
@@ -152,6 +156,28 @@ def test_the_demo_review_is_denied_with_403_and_the_message(demo: Service) -> No
     assert message.startswith("crdguard denied UPDATE of CustomResourceDefinition " + BTP)
     assert "kgateway v2.0.4 in Deployment kgateway-system/kgateway" in message
     assert "{range .spec.versions[*]}{.name}={.served}" in message
+
+
+class BrokenView:
+    """A cluster view whose every lookup fails, as a bug in the rules would."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"broken view: {name}")
+
+
+def test_an_internal_error_is_a_500_in_the_review_not_a_403(catalog: Catalog) -> None:
+    state = RecordingState(inventory(catalog, [V1ALPHA3_ONLY]))
+    state.view = BrokenView()  # type: ignore[assignment]
+    for client in client_for(ServiceConfig(catalog, state)):
+        answer = post(client, admission_review("UPDATE", V1_ONLY, V1ALPHA3_ONLY))
+    assert answer.status_code == 200
+    response = answer.json()["response"]
+    assert response["allowed"] is False
+    assert response["status"] == {
+        "code": 500,
+        "reason": "InternalError",
+        "message": "crdguard internal error; see the crdguard logs",
+    }
 
 
 @pytest.mark.parametrize("dry_run", [False, True], ids=["a real request", "a dry-run request"])
@@ -381,19 +407,58 @@ def test_the_lifespan_starts_and_stops_the_state(catalog: Catalog) -> None:
     assert state.calls == ["start", "stop"]
 
 
-def test_state_endpoint_describes_the_view(demo: Service) -> None:
-    described = demo.get("/state").json()
+@contextmanager
+def metrics_port(client: Service, *, with_state: bool, tls: ReloadingTLS | None = None) -> Iterator[str]:
+    """The metrics server ``crdguard serve`` runs beside the app, on a free loopback port."""
+    config = client.app.state.config
+    server = MetricsServer(
+        client.app.state.metrics, "127.0.0.1", 0, state=config.state if with_state else None, tls=tls
+    )
+    server.start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/metrics", id="the admission port does not serve /metrics"),
+        pytest.param("/state", id="the admission port does not serve /state"),
+        pytest.param("/docs", id="the admission port does not serve the OpenAPI UI"),
+    ],
+)
+def test_the_admission_port_serves_only_validate_and_probes(demo: Service, path: str) -> None:
+    assert demo.get(path).status_code == 404
+
+
+def test_the_admission_port_lists_exactly_its_three_paths(demo: Service) -> None:
+    paths = {getattr(route, "path", "") for route in demo.app.routes}
+    assert paths == {"/validate", "/healthz", "/readyz"}
+
+
+def test_state_endpoint_describes_the_view_when_enabled(demo: Service) -> None:
+    with metrics_port(demo, with_state=True) as url:
+        described = httpx.get(f"{url}/state").json()
     assert described["mode"] == "static"
     assert described["sources"] == [str(DEMO / "cluster")]
     assert described["objects"]["CustomResourceDefinition"] == 1
     assert described["objects"]["ComponentRelease"] == 1
 
 
+def test_state_endpoint_is_off_unless_enabled(demo: Service) -> None:
+    with metrics_port(demo, with_state=False) as url:
+        assert httpx.get(f"{url}/state").status_code == 404
+        assert httpx.get(f"{url}/metrics").status_code == 200
+
+
 def test_metrics_count_decisions_by_rule_and_rejections(demo: Service) -> None:
     post(demo, admission_review("UPDATE", V1_ONLY, V1ALPHA3_ONLY))
     post(demo, admission_review("CREATE", configmap()))
     post(demo, b"not json")
-    answer = demo.get("/metrics")
+    with metrics_port(demo, with_state=False) as url:
+        answer = httpx.get(f"{url}/metrics")
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     lines = answer.text.splitlines()
@@ -402,6 +467,19 @@ def test_metrics_count_decisions_by_rule_and_rejections(demo: Service) -> None:
     assert 'crdguard_admission_reviews_total{decision="allowed",rule="none"} 1.0' in lines
     assert 'crdguard_http_rejected_requests_total{status="400"} 1.0' in lines
     assert "crdguard_admission_review_duration_seconds_count 2.0" in lines
+
+
+def test_metrics_port_serves_tls_with_a_certificate_directory(demo: Service, tmp_path: Path) -> None:
+    bundle = make_certificates(["127.0.0.1"])
+    (tmp_path / "tls.crt").write_bytes(bundle.tls_crt)
+    (tmp_path / "tls.key").write_bytes(bundle.tls_key)
+    (tmp_path / "ca.crt").write_bytes(bundle.ca_crt)
+    with metrics_port(demo, with_state=False, tls=ReloadingTLS(str(tmp_path))) as url:
+        answer = httpx.get(
+            f"{url}/metrics", verify=ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        )
+    assert answer.status_code == 200
+    assert "crdguard_state_ready 1.0" in answer.text.splitlines()
 
 
 @pytest.mark.parametrize(

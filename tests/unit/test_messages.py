@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from helpers import BCP, BTP, Cluster, Obj, crd, deployment, helmrelease, helmrelease_chartref, ocirepository
 
+from webhook.catalogs import load_releases
 from webhook.rules.catalog import Catalog
 from webhook.rules.engine import Verdict, audit
 from webhook.rules.messages import denial_message, describe_conflict, verify_command, warnings
+from webhook.rules.plan import fixes_for
 
 VERIFY_BTP = (
     "kubectl get crd backendtlspolicies.gateway.networking.k8s.io "
@@ -31,6 +33,14 @@ def _denied(catalog: Catalog, state: list[Obj], operation: str, obj: Obj) -> Ver
     return verdict
 
 
+def _message(catalog: Catalog, state: list[Obj], operation: str, obj: Obj) -> str:
+    """The denial with the fixes the planner computes from the state before the change."""
+    verdict = _denied(catalog, state, operation, obj)
+    assert verdict.change is not None
+    fixes = fixes_for(verdict.change, Cluster(catalog, state).view(), catalog, load_releases())
+    return denial_message(verdict, fixes)
+
+
 SCENARIOS = [
     pytest.param(
         [V1ALPHA3_ONLY, deployment("v2.0.4")],
@@ -46,8 +56,8 @@ SCENARIOS = [
             "--version v2.1.1 -n kgateway-system",
             "helm upgrade --install kgateway-crds oci://cr.kgateway.dev/kgateway-dev/charts/kgateway-crds",
             "gateway-api/releases/download/v1.4.0/experimental-install.yaml",
-            "helmfile:",
-            "Flux:",
+            "then retry this change",
+            "Keep kgateway v2.0.4 and apply Gateway API v1.4.0 experimental instead",
             f"Verify: {VERIFY_BTP}",
             "kgateway-dev/kgateway@v2.0.4 internal/kgateway/extensions2/plugins/backendtlspolicy/plugin.go",
         ],
@@ -62,8 +72,7 @@ SCENARIOS = [
             "kgateway v2.1.1 in Deployment kgateway-system/kgateway",
             "needs the CRD backendconfigpolicies.gateway.kgateway.dev to be installed",
             "After this change, backendconfigpolicies.gateway.kgateway.dev is not installed",
-            "charts/kgateway-crds --version v2.1.1 -n kgateway-system",
-            "needs: [kgateway-system/kgateway-crds]",
+            "charts/kgateway --version v2.0.4 -n kgateway-system",
             f"Verify: {VERIFY_BCP}",
         ],
         id="deleting the BackendConfigPolicy CRD under kgateway 2.1.1",
@@ -76,7 +85,7 @@ SCENARIOS = [
             "crdguard denied CREATE of Deployment kgateway-system/kgateway",
             "kgateway v2.1.1 in Deployment kgateway-system/kgateway",
             "needs the CRD backendconfigpolicies.gateway.kgateway.dev to be installed",
-            "Install kgateway-crds v2.1.1 (the same version as kgateway) before kgateway",
+            "First upgrade kgateway-crds to v2.1.1, then retry this change",
             f"Verify: {VERIFY_BCP}",
         ],
         id="installing kgateway 2.1.1 without its kgateway-crds",
@@ -92,7 +101,7 @@ SCENARIOS = [
             # BackendConfigPolicy CRD is the one denial.
             "it would introduce 1 CRD conflict",
             "needs the CRD backendconfigpolicies.gateway.kgateway.dev to be installed",
-            "-n flux-system",
+            "charts/kgateway-crds --version v2.1.1",
         ],
         id="a Flux HelmRelease of kgateway 2.1.1 over v1alpha3-only CRDs",
     ),
@@ -115,32 +124,35 @@ SCENARIOS = [
 def test_denial_message_says_what_why_and_how_to_fix(
     catalog: Catalog, state: list[Obj], operation: str, obj: Obj, fragments: list[str]
 ) -> None:
-    message = denial_message(_denied(catalog, state, operation, obj))
+    message = _message(catalog, state, operation, obj)
     for fragment in fragments:
         assert fragment in message, f"missing {fragment!r} in:\n{message}"
     assert "${" not in message, "every template variable is filled"
-    assert "Why: " in message and "Fix, one of:" in message
+    assert "Why: " in message and "Fix, one of (each path replayed step by step" in message
     # The misleading check from the incident must not be offered.
     assert "{.spec.versions[*].name}" not in message
 
 
 def test_fix_commands_are_shown_as_commands_in_order(catalog: Catalog) -> None:
-    message = denial_message(_denied(catalog, [V1ALPHA3_ONLY, deployment("v2.0.4")], "UPDATE", V1_ONLY))
+    message = _message(catalog, [V1ALPHA3_ONLY, deployment("v2.0.4")], "UPDATE", V1_ONLY)
     commands = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("$ ")]
-    assert commands[:2] == [
+    assert commands == [
         "helm upgrade --install kgateway-crds oci://cr.kgateway.dev/kgateway-dev/charts/kgateway-crds "
         "--version v2.1.1 -n kgateway-system",
-        "helm upgrade --install kgateway oci://cr.kgateway.dev/kgateway-dev/charts/kgateway "
-        "--version v2.1.1 -n kgateway-system",
+        "kubectl apply --server-side -f "
+        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.0/experimental-install.yaml",
+        "helm upgrade kgateway oci://cr.kgateway.dev/kgateway-dev/charts/kgateway "
+        "--version v2.1.1 -n kgateway-system --reset-then-reuse-values",
+        "kubectl apply --server-side -f "
+        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.0/experimental-install.yaml",
     ]
-    assert commands[2].startswith("kubectl apply --server-side -f ")
     # kgateway-crds before kgateway: the CRDs must exist when the controller starts.
     assert message.index("kgateway-crds oci://") < message.index("kgateway oci://")
 
 
 def test_one_block_per_conflicting_object(catalog: Catalog) -> None:
     state = [V1ALPHA3_ONLY, deployment("v2.0.4"), helmrelease("v2.0.4", namespace="flux-system")]
-    message = denial_message(_denied(catalog, state, "UPDATE", V1_ONLY))
+    message = _message(catalog, state, "UPDATE", V1_ONLY)
     assert "it would introduce 2 CRD conflicts" in message
     blocks = [line for line in message.splitlines() if line.startswith("[")]
     assert len(blocks) == 2
@@ -150,7 +162,7 @@ def test_one_block_per_conflicting_object(catalog: Catalog) -> None:
 
 
 def test_one_conflict_reads_singular(catalog: Catalog) -> None:
-    message = denial_message(_denied(catalog, [V1ALPHA3_ONLY, deployment("v2.0.4")], "UPDATE", V1_ONLY))
+    message = _message(catalog, [V1ALPHA3_ONLY, deployment("v2.0.4")], "UPDATE", V1_ONLY)
     assert "it would introduce 1 CRD conflict with an installed controller." in message
 
 

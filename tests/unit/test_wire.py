@@ -9,13 +9,18 @@ from typing import Any
 
 import pytest
 from helpers import (
+    KGATEWAY_OCI,
     admission_review,
+    application,
+    argocd_source,
     configmap,
     deployment,
+    flux_helmchart,
     gateway_api_bundle,
     helmrelease,
     helmrelease_chartref,
     inventory,
+    k3s_helmchart,
     kgateway_crds,
     ocirepository,
 )
@@ -70,6 +75,59 @@ def reviews(upstream: Path) -> list[tuple[str, Mapping[str, Any]]]:
             (f"kgateway {version} OCIRepository", admission_review("CREATE", ocirepository(version)))
         )
     found.append(("HelmRelease with a chartRef", admission_review("CREATE", helmrelease_chartref())))
+    named_release = helmrelease("v2.0.4")
+    named_release["spec"].update({"releaseName": "gw", "targetNamespace": "team-b", "storageNamespace": "x"})
+    found.append(
+        ("HelmRelease with releaseName and targetNamespace", admission_review("CREATE", named_release))
+    )
+    for version in ("v2.0.4", "v2.1.1"):
+        values = f"image:\n  tag: {version}\ninferenceExtension:\n  enabled: true\n"
+        found += [
+            (f"Application {version}", admission_review("CREATE", application(version))),
+            (
+                f"Application {version} with values, valuesObject and parameters",
+                admission_review(
+                    "CREATE",
+                    application(
+                        "v2.1.1",
+                        helm={
+                            "values": values,
+                            "valuesObject": {"image": {"tag": version}},
+                            "parameters": [{"name": "inferenceExtension.enabled", "value": "true"}],
+                            "releaseName": "gw",
+                        },
+                    ),
+                ),
+            ),
+            (
+                f"multi-source Application {version}",
+                admission_review(
+                    "UPDATE",
+                    application(
+                        sources=[
+                            {"repoURL": "x", "ref": "v"},
+                            argocd_source(version, chart=None, repo_url=KGATEWAY_OCI),
+                        ]
+                    ),
+                    application("v2.1.1"),
+                ),
+            ),
+            (f"k3s HelmChart {version}", admission_review("CREATE", k3s_helmchart(version))),
+            (
+                f"k3s HelmChart {version} with valuesContent and set",
+                admission_review(
+                    "CREATE",
+                    k3s_helmchart("v2.1.1", values_content=values, extra={"set": {"image.tag": version}}),
+                ),
+            ),
+            (
+                f"Flux HelmChart {version}",
+                admission_review("UPDATE", flux_helmchart(version), flux_helmchart()),
+            ),
+        ]
+    args_deployment = deployment("v2.0.4")
+    args_deployment["spec"]["template"]["spec"]["containers"][0].update(command=["/kgateway"], args=["--x=1"])
+    found.append(("Deployment with command and args", admission_review("CREATE", args_deployment)))
     found.append(("HelmRelease with version *", admission_review("CREATE", helmrelease("*"))))
     found.append(("an unrelated ConfigMap", admission_review("CREATE", configmap())))
     found.append(("an unrelated Deployment", admission_review("CREATE", deployment(image="nginx:1.27"))))
@@ -80,6 +138,7 @@ def reviews(upstream: Path) -> list[tuple[str, Mapping[str, Any]]]:
 def config(upstream: Path, catalog: Catalog) -> ServiceConfig:
     state = [*gateway_api_bundle(upstream, "v1.4.0", "standard"), *kgateway_crds(upstream, "v2.0.4")]
     state += [deployment("v2.0.4", namespace="team-a", env=INFER), ocirepository("v2.0.4")]
+    state += [flux_helmchart("v2.1.1"), helmrelease_chartref(kind="HelmChart", name="by-helmchart")]
     return ServiceConfig(catalog=catalog, state=StaticState(inventory(catalog, state), []))
 
 

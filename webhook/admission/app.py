@@ -1,6 +1,8 @@
 """The HTTP service: FastAPI routes over the wire format and the rules.
 
-This layer alone knows HTTP: it caps the body, checks Content-Type, answers
+The admission port serves only ``/validate``, ``/healthz`` and ``/readyz``; metrics and
+``/state`` have their own port (``webhook.admission.metrics_server``). This layer alone knows
+HTTP: it caps the body, checks Content-Type, answers
 in the AdmissionReview version it was asked in, and turns malformed input
 into 4xx answers that say what is wrong.
 """
@@ -8,24 +10,28 @@ into 4xx answers that say what is wrong.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from webhook.admission.review import AdmissionRequest, ReviewError, build_response, decode, parse_review
+from webhook.catalogs import load_releases
 from webhook.rules.catalog import Catalog, Enforcement
 from webhook.rules.engine import Verdict, review_change
 from webhook.rules.inventory import ClusterView
 from webhook.rules.messages import audit_annotations, denial_message, warnings
+from webhook.rules.plan import fixes_for
+from webhook.rules.releases import ReleaseSet
 
 # The API server caps request bodies at 3 MiB; leave room for the review envelope.
 DEFAULT_MAX_BODY = int(3 * 1024 * 1024 * 1.1)
@@ -49,6 +55,14 @@ class ClusterState(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+class Background(Protocol):
+    """Work that runs beside the service (webhook registration, conflict tracking)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     catalog: Catalog
@@ -56,6 +70,8 @@ class ServiceConfig:
     enforcement: Enforcement = Enforcement.DENY
     max_body_bytes: int = DEFAULT_MAX_BODY
     body_timeout_seconds: float = 10.0
+    background: tuple[Background, ...] = ()
+    releases: Mapping[str, ReleaseSet] = field(default_factory=load_releases)
 
 
 class Metrics:
@@ -87,7 +103,7 @@ class StateCollector:
     def __init__(self, state: ClusterState) -> None:
         self.state = state
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         described = self.state.describe()
         objects = GaugeMetricFamily(
             "crdguard_state_objects", "Objects held in the cluster view", labels=["kind"]
@@ -103,6 +119,33 @@ class StateCollector:
                 "crdguard_kube_api_requests",
                 "Requests made to the API server",
                 value=described["apiRequests"],
+            )
+        if "conflicts" in described:
+            labels = ["rule", "component", "namespace", "name", "crd"]
+            conflicts = GaugeMetricFamily(
+                "crdguard_conflicts",
+                "1 per conflict present in the cluster now (crdguard audit)",
+                labels=labels,
+            )
+            for found in described["conflicts"]:
+                conflicts.add_metric([found[label] for label in labels], 1.0)
+            yield conflicts
+            yield GaugeMetricFamily(
+                "crdguard_conflicts_total",
+                "Conflicts present in the cluster now",
+                value=len(described["conflicts"]),
+            )
+        if "policyReports" in described:
+            reports = described["policyReports"]
+            yield GaugeMetricFamily(
+                "crdguard_policy_reports_leader",
+                "1 while this replica holds the Lease and writes the PolicyReports",
+                value=1.0 if reports["leader"] else 0.0,
+            )
+            yield CounterMetricFamily(
+                "crdguard_policy_report_writes",
+                "PolicyReports and ClusterPolicyReports created, updated or deleted by this replica",
+                value=reports["writes"],
             )
         watches = described.get("watches", {})
         for name, help_text in (
@@ -183,16 +226,24 @@ _REVIEW_SCHEMA: dict[str, Any] = {
 
 def judge(request: AdmissionRequest, config: ServiceConfig) -> Verdict:
     change = request.to_change(config.catalog)
+    if change.operation == "DELETE" and change.old is None:
+        # Without oldObject, the object being deleted is the one the cluster holds now.
+        old = config.state.view.summary(change.ref)
+        change = dataclasses.replace(change, old=old)
     return review_change(change, config.state.view, config.catalog, config.enforcement)
 
 
-def respond(request: AdmissionRequest, verdict: Verdict) -> bytes:
+def respond(request: AdmissionRequest, verdict: Verdict, config: ServiceConfig | None = None) -> bytes:
     if verdict.allowed and not verdict.judged:
         return build_response(request, True)
+    fixes = None
+    if not verdict.allowed and config is not None and verdict.change is not None:
+        # Denials are rare: planning the way out from the state before the change is worth its time.
+        fixes = fixes_for(verdict.change, config.state.view, config.catalog, config.releases)
     return build_response(
         request,
         verdict.allowed,
-        "" if verdict.allowed else denial_message(verdict),
+        "" if verdict.allowed else denial_message(verdict, fixes),
         warnings(verdict),
         audit_annotations(verdict),
     )
@@ -230,15 +281,23 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         config.state.start()
+        for task in config.background:
+            task.start()
         try:
             yield
         finally:
+            for task in reversed(config.background):
+                task.stop()
             config.state.stop()
 
     app = FastAPI(
         title="crdguard",
         summary="Validating admission webhook for CRD / controller version conflicts",
         lifespan=lifespan,
+        # Only the API server and the probes talk to this port; the schema stays in app.openapi().
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = metrics
     app.state.config = config
@@ -273,13 +332,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
             return _error(400, str(exc), metrics)
         try:
             verdict = judge(review, config)
-            payload = respond(review, verdict)
+            payload = respond(review, verdict, config)
         except Exception:
             # A bug must not become a 500 the API server cannot explain: answer "errored".
             log.exception("internal error judging %s %s", review.kind, review.name)
             metrics.reviews.labels("errored", "none").inc()
             return Response(
-                build_response(review, False, "crdguard internal error; see the crdguard logs"),
+                build_response(
+                    review, False, "crdguard internal error; see the crdguard logs", internal_error=True
+                ),
                 media_type="application/json",
             )
         seconds = time.perf_counter() - started
@@ -297,13 +358,5 @@ def create_app(config: ServiceConfig) -> FastAPI:
     def readyz() -> JSONResponse:
         ready, reason = config.state.readiness()
         return JSONResponse({"ready": ready, "reason": reason}, status_code=200 if ready else 503)
-
-    @app.get("/state")
-    def state() -> dict[str, Any]:
-        return config.state.describe()
-
-    @app.get("/metrics", response_class=PlainTextResponse)
-    def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

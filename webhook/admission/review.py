@@ -143,11 +143,16 @@ def build_response(
     message: str = "",
     warnings: list[str] | None = None,
     audit_annotations: Mapping[str, str] | None = None,
+    internal_error: bool = False,
 ) -> bytes:
-    """The one place a response is built: uid, apiVersion and kind always echo the request."""
+    """The one place a response is built: uid, apiVersion and kind always echo the request.
+
+    A refusal is 403 Forbidden; ``internal_error`` makes it 500 InternalError, so the API server,
+    its client and any check can tell a bug in crdguard from a conflict it found."""
     response: dict[str, Any] = {"uid": request.uid, "allowed": allowed}
     if not allowed:
-        response["status"] = {"code": 403, "reason": "Forbidden", "message": message}
+        code, reason = (500, "InternalError") if internal_error else (403, "Forbidden")
+        response["status"] = {"code": code, "reason": reason, "message": message}
     if warnings:
         response["warnings"] = warnings
     if audit_annotations:

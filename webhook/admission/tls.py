@@ -23,7 +23,6 @@ class ReloadingTLS:
         self.key_file = str(Path(cert_dir) / "tls.key")
         self.client_ca_file = client_ca_file
         self.interval = interval
-        self.reloads = 0
         self._stamp = self._read_stamp()
         self._stop = threading.Event()
         self.current = self._build()
@@ -59,7 +58,6 @@ class ReloadingTLS:
             return False
         self.current = fresh
         self._stamp = stamp
-        self.reloads += 1
         log.info("reloaded serving certificate from %s", self.cert_file)
         return True
 

@@ -36,6 +36,8 @@ class _Container(_Base):
     name: Any = None
     image: Any = None
     env: list[_EnvVar] | None = None
+    command: Any = None
+    args: Any = None
 
 
 class _PodSpec(_Base):
@@ -51,23 +53,26 @@ class _CRDVersion(_Base):
     served: Any = None
 
 
-class _ChartSpec(_Base):
-    chart: Any = None
-    version: Any = None
-
-
-class _Chart(_Base):
-    spec: _ChartSpec | None = None
-
-
 class _Spec(_Base):
     versions: list[_CRDVersion] | None = None  # CustomResourceDefinition
     template: _PodTemplate | None = None  # Deployment
-    chart: _Chart | None = None  # HelmRelease
+    # HelmRelease (an object: chart.spec.chart, .version), Flux and k3s HelmChart (a string).
+    chart: Any = None
     chartRef: Any = None  # HelmRelease
-    values: Any = None  # HelmRelease: the catalog's feature paths are read from it
+    # HelmRelease, k3s HelmChart: the catalog's values paths are read from them.
+    values: Any = None
+    releaseName: Any = None  # HelmRelease
+    targetNamespace: Any = None  # HelmRelease, k3s HelmChart
+    storageNamespace: Any = None  # HelmRelease
     url: Any = None  # OCIRepository
     ref: Any = None  # OCIRepository
+    version: Any = None  # Flux and k3s HelmChart
+    repo: Any = None  # k3s HelmChart
+    valuesContent: Any = None  # k3s HelmChart
+    set: Any = None  # k3s HelmChart
+    source: Any = None  # Argo CD Application
+    sources: Any = None  # Argo CD Application
+    destination: Any = None  # Argo CD Application
 
 
 class _Object(_Base):

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from webhook import __version__
-from webhook.cli import audit, certs, check, review, serve
+from webhook.cli import audit, certs, check, plan, review, serve
 from webhook.cli.common import (
     EXIT_CLUSTER,
     EXIT_CODES_EPILOG,
@@ -25,7 +25,7 @@ from webhook.state.errors import ClusterAccessError, ClusterConfigError
 
 __all__ = ["EXIT_CLUSTER", "EXIT_DENIED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
-COMMANDS = (check, review, serve, certs, audit)
+COMMANDS = (check, plan, review, serve, certs, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from webhook.catalogs import load_releases
 from webhook.cli import output
 from webhook.cli.common import (
     EXIT_DENIED,
@@ -19,7 +20,8 @@ from webhook.cli.common import (
 from webhook.rules.catalog import Catalog
 from webhook.rules.engine import UNKNOWN, audit, check
 from webhook.rules.inventory import Inventory
-from webhook.rules.messages import describe_conflict
+from webhook.rules.messages import describe_conflict, describe_fixes
+from webhook.rules.plan import fixes_for_conflict
 from webhook.state.files import inventory_from_files
 
 NO_SOURCE = (
@@ -67,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
         for r in releases
         if any(check(rule, r, inventory) is UNKNOWN for rule in catalog.rules_by_component[r.component])
     ]
-    report = output.AuditReport(
-        origin, inventory.counts(), releases, audit(inventory, catalog), unchecked, unread
-    )
+    conflicts = audit(inventory, catalog)
+    known = load_releases()
+    fixes = {c.key: fixes_for_conflict(c, inventory, catalog, known) for c in conflicts}
+    report = output.AuditReport(origin, inventory.counts(), releases, conflicts, unchecked, unread, fixes)
     if args.output == "json":
         emit(output.to_json(report.to_json()))
     elif args.output == "junit":
@@ -84,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
 def text(report: output.AuditReport) -> str:
     crds = report.counts.get("CustomResourceDefinition", 0)
     lines = [f"Read {crds} CRDs and {len(report.releases)} component release(s) from {report.origin}."]
-    lines.extend(describe_conflict(c, i, after_change=False) for i, c in enumerate(report.conflicts, 1))
+    for i, conflict in enumerate(report.conflicts, 1):
+        lines.append(describe_conflict(conflict, i, after_change=False))
+        lines.extend("    " + line for line in describe_fixes(report.fixes.get(conflict.key, ())))
     lines.extend(
         f"Not checked: {r.describe()}: its version is not one exact version." for r in report.unchecked
     )

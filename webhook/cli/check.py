@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
+from webhook.catalogs import load_releases
 from webhook.cli import output
 from webhook.cli.common import (
     EXIT_DENIED,
@@ -20,13 +21,23 @@ from webhook.cli.common import (
 )
 from webhook.manifests import load_objects
 from webhook.rules.catalog import Catalog, Enforcement
-from webhook.rules.engine import Change, review_change
+from webhook.rules.engine import Change, Conflict, review_change
 from webhook.rules.inventory import Inventory
-from webhook.rules.messages import denial_message, warnings
+from webhook.rules.messages import conflict_warning, denial_message, warnings
 from webhook.rules.objects import CRD_KIND, summarize
+from webhook.rules.plan import fixes_for
 from webhook.state.files import add_objects, group_of
 
-NAMESPACED_KINDS = {"Deployment", "HelmRelease", "OCIRepository", "ConfigMap", "Secret", "Service"}
+NAMESPACED_KINDS = {
+    "Deployment",
+    "HelmRelease",
+    "OCIRepository",
+    "HelmChart",
+    "Application",
+    "ConfigMap",
+    "Secret",
+    "Service",
+}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,17 +72,47 @@ def object_key(obj: Mapping[str, Any]) -> tuple[str, str, str | None, str]:
     return (group_of(obj), kind, namespace, str(meta["name"]))
 
 
+def placed(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The object with the namespace kubectl would give it, so one object has one key everywhere."""
+    namespace = object_key(obj)[2]
+    meta = dict(obj["metadata"])
+    if namespace is None:
+        meta.pop("namespace", None)
+    else:
+        meta["namespace"] = namespace
+    return {**obj, "metadata": meta}
+
+
+def conflict_json(conflict: Conflict) -> dict[str, Any]:
+    release, rule = conflict.release, conflict.rule
+    return {
+        "rule": rule.id,
+        "component": release.component,
+        "version": release.version_text,
+        "source": {
+            "kind": release.source.kind,
+            "namespace": release.source.namespace,
+            "name": release.source.name,
+        },
+        "crd": rule.crd,
+        "needs": rule.needed_version,
+        "served": sorted(conflict.crd.served) if conflict.crd else [],
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     catalog = catalog_of(args)
     manifests = list(load_objects(args.manifests))
     if not manifests:
         raise UsageError(f"no Kubernetes objects in {' '.join(args.manifests)}: nothing to check")
-    cluster = {object_key(obj): obj for obj in cluster_objects(args, catalog)}
+    releases = load_releases()
+    cluster = {object_key(obj): placed(obj) for obj in cluster_objects(args, catalog)}
     inventory = Inventory(catalog)
     add_objects(inventory, list(cluster.values()))
     enforcement = Enforcement(args.enforcement)
     results = []
-    for source, obj in manifests:
+    for source, raw in manifests:
+        obj = placed(raw)
         key = object_key(obj)
         group, kind, namespace, name = key
         old = cluster.get(key)
@@ -87,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             catalog,
         )
         verdict = review_change(change, inventory, catalog, enforcement)
+        fixes = [] if verdict.allowed else fixes_for(change, inventory, catalog, releases)
         if verdict.allowed:
             if args.delete:
                 cluster.pop(key, None)
@@ -104,9 +146,12 @@ def run(args: argparse.Namespace) -> int:
                 "namespace": namespace,
                 "operation": operation,
                 "allowed": verdict.allowed,
-                "message": "" if verdict.allowed else denial_message(verdict),
+                "message": "" if verdict.allowed else denial_message(verdict, fixes),
                 "warnings": warnings(verdict),
                 "file": source.split(" (document ", 1)[0],
+                "audited": [conflict_warning("new conflict (audit)", c) for c in verdict.audited],
+                "conflicts": [conflict_json(c) for c in verdict.denied + verdict.warned + verdict.audited],
+                "fixes": [f.to_json() for f in fixes],
             }
         )
     if args.output == "json":
@@ -123,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{'allowed' if r['allowed'] else 'DENIED '} {r['operation']:<6} {r['kind']} {where}"
             )
             lines.extend(f"    warning: {warning}" for warning in r["warnings"])
+            lines.extend(f"    audit: {audited}" for audited in r["audited"])
             if not r["allowed"]:
                 lines.append("    " + r["message"].replace("\n", "\n    "))
         denied = sum(not r["allowed"] for r in results)

@@ -9,12 +9,12 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from string import Template
 from typing import Any
 
 from webhook.rules.detect import ComponentRelease
 from webhook.rules.engine import Conflict
 from webhook.rules.messages import describe_conflict
+from webhook.rules.plan import Fix
 
 FORMATS = ("text", "json", "junit", "github")
 FORMAT_HELP = "text (default), json (schema/*.schema.json), junit (JUnit XML) or github (Actions annotations)"
@@ -25,27 +25,7 @@ def source_record(release: ComponentRelease) -> dict[str, Any]:
     return {"kind": ref.kind, "namespace": ref.namespace, "name": ref.name}
 
 
-def catalog_fixes(conflict: Conflict) -> list[dict[str, Any]]:
-    """The rule's own fix steps, filled in for this release, in the ``fixes`` shape."""
-    release = conflict.release
-    values = {
-        "namespace": release.source.namespace or "default",
-        "name": release.source.name,
-        "component": release.component,
-        "version": release.version_text,
-        "crd": conflict.rule.crd,
-    }
-
-    def fill(text: str) -> str:
-        return Template(text).safe_substitute(values)
-
-    return [
-        {"summary": fill(step.summary), "steps": [{"commands": [fill(c) for c in step.commands]}]}
-        for step in conflict.rule.fix
-    ]
-
-
-def conflict_record(conflict: Conflict, index: int) -> dict[str, Any]:
+def conflict_record(conflict: Conflict, index: int, fixes: Sequence[Fix] = ()) -> dict[str, Any]:
     rule, release = conflict.rule, conflict.release
     return {
         "rule": rule.id,
@@ -58,7 +38,7 @@ def conflict_record(conflict: Conflict, index: int) -> dict[str, Any]:
         "served": sorted(conflict.crd.served) if conflict.crd else [],
         "enforcement": rule.enforcement.value,
         "message": describe_conflict(conflict, index, after_change=False),
-        "fixes": catalog_fixes(conflict),
+        "fixes": [f.to_json() for f in fixes],
     }
 
 
@@ -79,13 +59,16 @@ class AuditReport:
     conflicts: list[Conflict]
     unchecked: list[ComponentRelease]
     unread: list[str] = field(default_factory=list)  # sources that could not be read, with the reason
+    fixes: Mapping[tuple[str, tuple[str, ...], str], Sequence[Fix]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "source": self.origin,
             "read": {"crds": self.counts.get("CustomResourceDefinition", 0), "releases": len(self.releases)},
             "checked": len(self.releases) - len(self.unchecked),
-            "conflicts": [conflict_record(c, i) for i, c in enumerate(self.conflicts, 1)],
+            "conflicts": [
+                conflict_record(c, i, self.fixes.get(c.key, ())) for i, c in enumerate(self.conflicts, 1)
+            ],
             "unchecked": [unchecked_record(r) for r in self.unchecked],
             "unread": self.unread,
         }

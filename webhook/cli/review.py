@@ -27,5 +27,5 @@ def run(args: argparse.Namespace) -> int:
         request = parse_review(decode(sys.stdin.buffer.read()))
     except ReviewError as exc:
         raise UsageError(f"stdin: {exc}") from None
-    emit(respond(request, judge(request, config)).decode() + "\n")
+    emit(respond(request, judge(request, config), config).decode() + "\n")
     return EXIT_OK

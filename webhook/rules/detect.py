@@ -8,20 +8,25 @@ of a Deployment whose image carries no tag, a chart version, or an image tag set
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from webhook.rules.catalog import Catalog, Component, Detection, Feature, go_bool
 from webhook.rules.objects import (
+    APPLICATION_KIND,
     ARGOCD_TRACKING_ID,
     HELM_RELEASE_NAME,
     HELM_RELEASE_NAMESPACE,
     HELMRELEASE_KIND,
-    OCIREPOSITORY_KIND,
+    ApplicationSummary,
     Container,
     DeploymentSummary,
+    HelmChartSummary,
     HelmReleaseSummary,
+    K3sHelmChartSummary,
     ObjectRef,
     OCIRepositorySummary,
+    Summary,
+    chart_name,
 )
 from webhook.rules.versions import Version
 
@@ -29,7 +34,6 @@ FLUX_NAME_LABEL = "helm.toolkit.fluxcd.io/name"
 FLUX_NAMESPACE_LABEL = "helm.toolkit.fluxcd.io/namespace"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-ARGOCD_APPLICATION_KIND = "Application"
 DOCKER_HUB = "docker.io"
 
 
@@ -40,14 +44,16 @@ class Installation:
     manager: str = ""  # "helm" | "flux" | "argocd" | "k3s" | "" (unknown)
     release_name: str | None = None
     release_namespace: str | None = None
-    owner: ObjectRef | None = None  # the object a fix must edit (HelmRelease, or the OCIRepository
-    # when the version comes from it); None for a plain Helm release or an unmanaged Deployment
+    owner: ObjectRef | None = None  # the object a fix must edit (HelmRelease, or the OCIRepository or
+    # Flux HelmChart the version comes from; Argo CD Application; k3s HelmChart); None for a plain
+    # Helm release or an unmanaged Deployment
     chart_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ComponentRelease:
-    """One place where a component shows up: a Deployment running it or a HelmRelease installing it."""
+    """One place where a component shows up: a Deployment running it, or a HelmRelease, Argo CD
+    Application or k3s HelmChart installing it."""
 
     component: str
     version: Version | None  # None: not one exact version (a range, "*", a digest)
@@ -70,7 +76,8 @@ class ComponentRelease:
         return (self.component, str(self.source))
 
 
-OCILookup = Callable[[ObjectRef], OCIRepositorySummary | None]
+# Finds the object a HelmRelease's spec.chartRef names (an OCIRepository or Flux HelmChart).
+SourceLookup = Callable[[ObjectRef], Summary | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +176,7 @@ def deployment_installation(summary: DeploymentSummary, detect: Detection) -> In
         # "<app>:<group>/<kind>:<namespace>/<name>"; apps outside Argo CD's namespace are "<ns>_<app>".
         app = tracking.split(":", 1)[0]
         app_namespace, _, app_name = app.rpartition("_")
-        owner = ObjectRef(ARGOCD_APPLICATION_KIND, app_namespace or None, app_name)
+        owner = ObjectRef(APPLICATION_KIND, app_namespace or None, app_name)
         return Installation("argocd", release_name, release_namespace, owner, chart_version)
     helm = HELM_RELEASE_NAME in annotations or labels.get(MANAGED_BY_LABEL) == "Helm"
     return Installation("helm" if helm else "", release_name, release_namespace, None, chart_version)
@@ -237,29 +244,21 @@ def _first_value(values: Mapping[str, object], paths: Iterable[tuple[str, ...]])
     return None
 
 
-def detect_helmrelease(
-    summary: HelmReleaseSummary, catalog: Catalog, lookup: OCILookup
-) -> tuple[ComponentRelease, ...]:
-    chart, version_text, detail = summary.chart, summary.version or "*", ""
-    owner = summary.ref
-    if chart is not None:
-        detail = f"chart {chart}"
-    elif summary.chart_ref is not None and summary.chart_ref.kind == OCIREPOSITORY_KIND:
-        oci = lookup(summary.chart_ref)
-        if oci is None:
-            return ()
-        chart = oci.url.rstrip("/").rsplit("/", 1)[-1]
-        # Flux's precedence: digest, then semver, then tag.
-        version_text = f"@{oci.digest}" if oci.digest else oci.semver or oci.tag or "latest"
-        detail = f"{summary.chart_ref} {oci.url}"
-        owner = oci.ref
-    if chart is None:
-        return ()
-    namespace = summary.target_namespace or summary.ref.namespace
-    # Flux's default release name is "[<targetNamespace>-]<name>".
-    release_name = summary.release_name or (
-        f"{summary.target_namespace}-{summary.ref.name}" if summary.target_namespace else summary.ref.name
-    )
+def _chart_releases(
+    catalog: Catalog,
+    chart: str,
+    version_text: str,
+    detail: str,
+    chart_values: Mapping[str, object],
+    source: ObjectRef,
+    installation: Installation,
+    values_owner: ObjectRef,
+) -> list[ComponentRelease]:
+    """The releases of catalogued components that installing ``chart`` at ``version_text`` makes.
+
+    A controller image tag set in ``chart_values`` is what runs, whatever the chart version; then
+    the fix edits those values, in ``values_owner``.
+    """
     found: list[ComponentRelease] = []
     for component in catalog.components.values():
         detect = component.detect
@@ -269,38 +268,121 @@ def detect_helmrelease(
             name
             for name, feature in component.features.items()
             if (
-                _same(summary.chart_values[feature.helm_value.key], feature.helm_value.value)
-                if feature.helm_value is not None and feature.helm_value.key in summary.chart_values
+                _same(chart_values[feature.helm_value.key], feature.helm_value.value)
+                if feature.helm_value is not None and feature.helm_value.key in chart_values
                 else feature.default
             )
         )
-        running, shown, edit = version_text, detail, owner
+        running, shown, install = version_text, detail, installation
         image_values = detect.image_values
         overrides = [
             value
             for paths in (image_values.registry, image_values.repository, image_values.tag)
-            if (value := _first_value(summary.chart_values, paths)) is not None
+            if (value := _first_value(chart_values, paths)) is not None
         ]
         if overrides:
             shown = f"{detail}, values " + ", ".join(f"{path}={value}" for path, value in overrides)
-        tag = _first_value(summary.chart_values, image_values.tag)
+        tag = _first_value(chart_values, image_values.tag)
         if tag is not None:
-            # The values pin the controller image: that tag runs, whatever the chart version,
-            # and the fix edits those values in the HelmRelease.
-            running, edit = version_of_tag(tag[1], detect), summary.ref
-        installation = Installation("flux", release_name, namespace, edit, version_text)
+            running, install = version_of_tag(tag[1], detect), replace(installation, owner=values_owner)
         found.append(
             ComponentRelease(
-                component.name, Version.exact(running), running, summary.ref, shown, features, installation
+                component.name, Version.exact(running), running, source, shown, features, install
             )
+        )
+    return found
+
+
+def detect_helmrelease(
+    summary: HelmReleaseSummary, catalog: Catalog, lookup: SourceLookup
+) -> tuple[ComponentRelease, ...]:
+    chart, version_text, detail = summary.chart, summary.version or "*", ""
+    owner = summary.ref
+    if chart is not None:
+        detail = f"chart {chart}"
+    elif summary.chart_ref is not None:
+        found = lookup(summary.chart_ref)
+        if isinstance(found, OCIRepositorySummary):
+            chart = chart_name(found.url)
+            # Flux's precedence: digest, then semver, then tag.
+            version_text = f"@{found.digest}" if found.digest else found.semver or found.tag or "latest"
+            detail = f"{summary.chart_ref} {found.url}"
+        elif isinstance(found, HelmChartSummary) and found.chart:
+            chart = chart_name(found.chart)
+            version_text = found.version or "*"  # Flux's default: the latest version
+            detail = f"{summary.chart_ref} chart {found.chart}"
+        else:
+            return ()
+        owner = found.ref
+    if chart is None:
+        return ()
+    namespace = summary.target_namespace or summary.ref.namespace
+    # Flux's default release name is "[<targetNamespace>-]<name>".
+    release_name = summary.release_name or (
+        f"{summary.target_namespace}-{summary.ref.name}" if summary.target_namespace else summary.ref.name
+    )
+    installation = Installation("flux", release_name, namespace, owner, version_text)
+    return tuple(
+        _chart_releases(
+            catalog, chart, version_text, detail, summary.chart_values, summary.ref, installation, summary.ref
+        )
+    )
+
+
+def detect_application(summary: ApplicationSummary, catalog: Catalog) -> tuple[ComponentRelease, ...]:
+    if not summary.in_cluster:
+        return ()  # it installs into another cluster, which this crdguard does not guard
+    found: list[ComponentRelease] = []
+    for source in summary.sources:
+        version_text = source.version or "*"  # an empty targetRevision is the latest chart version
+        namespace = source.namespace or summary.destination_namespace
+        release_name = source.release_name or summary.ref.name  # Argo CD's default: the app's name
+        installation = Installation("argocd", release_name, namespace, summary.ref, version_text)
+        detail = f"chart {source.chart} from {source.repo_url}"
+        found += _chart_releases(
+            catalog,
+            source.chart,
+            version_text,
+            detail,
+            source.chart_values,
+            summary.ref,
+            installation,
+            summary.ref,
         )
     return tuple(found)
 
 
-def detect_releases(summary: object, catalog: Catalog, lookup: OCILookup) -> tuple[ComponentRelease, ...]:
-    """Every component release an object reveals; CRDs and OCIRepositories reveal none themselves."""
+def detect_k3s_helmchart(summary: K3sHelmChartSummary, catalog: Catalog) -> tuple[ComponentRelease, ...]:
+    if summary.chart is None:
+        return ()
+    version_text = summary.version or "*"  # helm-controller installs the latest without a version
+    # helm-controller installs release <HelmChart name> into targetNamespace, else its own namespace.
+    namespace = summary.target_namespace or summary.ref.namespace
+    installation = Installation("k3s", summary.ref.name, namespace, summary.ref, version_text)
+    detail = f"chart {summary.chart_text}" + (f" from {summary.repo}" if summary.repo else "")
+    return tuple(
+        _chart_releases(
+            catalog,
+            summary.chart,
+            version_text,
+            detail,
+            summary.chart_values,
+            summary.ref,
+            installation,
+            summary.ref,
+        )
+    )
+
+
+def detect_releases(summary: object, catalog: Catalog, lookup: SourceLookup) -> tuple[ComponentRelease, ...]:
+    """Every component release an object reveals; CRDs, OCIRepositories and Flux HelmCharts reveal
+    none themselves (a HelmRelease that points at one does)."""
     if isinstance(summary, DeploymentSummary):
         return detect_deployment(summary, catalog)
     if isinstance(summary, HelmReleaseSummary):
         return detect_helmrelease(summary, catalog, lookup)
+    if isinstance(summary, ApplicationSummary):
+        return detect_application(summary, catalog)
+    if isinstance(summary, K3sHelmChartSummary):
+        return detect_k3s_helmchart(summary, catalog)
     return ()

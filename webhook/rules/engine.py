@@ -21,6 +21,7 @@ from webhook.rules.objects import (
     CRDInfo,
     ObjectRef,
     Summary,
+    ref_kind,
     summarize,
 )
 
@@ -57,7 +58,7 @@ class Change:
         if not name:
             meta = (obj or old_obj or {}).get("metadata")
             name = str(meta.get("name") or "") if isinstance(meta, Mapping) else ""
-        ref = ObjectRef(kind, None if kind == CRD_KIND else (namespace or None), name)
+        ref = ObjectRef(ref_kind(group, kind), None if kind == CRD_KIND else (namespace or None), name)
         return cls(operation, group, kind, ref, new, old, dry_run)
 
 

@@ -15,13 +15,14 @@ from typing import Protocol
 from webhook.rules.catalog import Catalog
 from webhook.rules.detect import ComponentRelease, detect_releases
 from webhook.rules.objects import (
+    CHART_SOURCE_KINDS,
     CRD_KIND,
-    OCIREPOSITORY_KIND,
+    ApplicationSummary,
     CRDInfo,
     DeploymentSummary,
     HelmReleaseSummary,
+    K3sHelmChartSummary,
     ObjectRef,
-    OCIRepositorySummary,
     Summary,
     summary_ref,
 )
@@ -36,7 +37,7 @@ class ClusterView(Protocol):
 
     def releases_from(self, ref: ObjectRef) -> tuple[ComponentRelease, ...]: ...
 
-    def helmreleases_using(self, oci: ObjectRef) -> Iterable[ObjectRef]: ...
+    def helmreleases_using(self, source: ObjectRef) -> Iterable[ObjectRef]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ class _State:
     summaries: Mapping[ObjectRef, Summary]
     releases: Mapping[ObjectRef, tuple[ComponentRelease, ...]]
     by_component: Mapping[str, Mapping[ObjectRef, tuple[ComponentRelease, ...]]]
-    users: Mapping[ObjectRef, frozenset[ObjectRef]]  # OCIRepository -> HelmReleases
+    users: Mapping[ObjectRef, frozenset[ObjectRef]]  # OCIRepository or HelmChart -> HelmReleases
 
 
 _EMPTY = _State({}, {}, {}, {}, {})
@@ -65,6 +66,7 @@ class Inventory:
         self.catalog = catalog
         self._write = threading.Lock()
         self._state = _EMPTY
+        self._touched: set[ObjectRef] = set()  # written since the last drain_touched()
 
     # -- ClusterView ---------------------------------------------------------------------
     def crd(self, name: str) -> CRDInfo | None:
@@ -83,16 +85,19 @@ class Inventory:
     def releases_from(self, ref: ObjectRef) -> tuple[ComponentRelease, ...]:
         return self._state.releases.get(ref, ())
 
-    def helmreleases_using(self, oci: ObjectRef) -> frozenset[ObjectRef]:
-        return self._state.users.get(oci, frozenset())
+    def helmreleases_using(self, source: ObjectRef) -> frozenset[ObjectRef]:
+        """The HelmReleases whose spec.chartRef names ``source`` (an OCIRepository or HelmChart)."""
+        return self._state.users.get(source, frozenset())
 
     # -- writes --------------------------------------------------------------------------
     def upsert(self, summary: Summary) -> None:
         with self._write:
+            self._touched.add(summary_ref(summary))
             self._state = self._changed(self._state, summary_ref(summary), summary)
 
     def remove(self, ref: ObjectRef) -> None:
         with self._write:
+            self._touched.add(ref)
             self._state = self._changed(self._state, ref, None)
 
     def replace_all(self, kind: str, summaries: Iterable[Summary]) -> None:
@@ -102,10 +107,18 @@ class Inventory:
             state = self._state
             for ref in self._refs(state, kind):
                 if ref not in fresh:
+                    self._touched.add(ref)
                     state = self._changed(state, ref, None)
             for ref, summary in fresh.items():
+                self._touched.add(ref)
                 state = self._changed(state, ref, summary)
             self._state = state
+
+    def drain_touched(self) -> set[ObjectRef]:
+        """The objects written (upserted or removed) since the last call, for incremental audits."""
+        with self._write:
+            touched, self._touched = self._touched, set()
+        return touched
 
     def refs(self, kind: str) -> list[ObjectRef]:
         return self._refs(self._state, kind)
@@ -149,32 +162,32 @@ class Inventory:
         releases = dict(state.releases)
         by_component = dict(state.by_component)
 
-        def oci(found: ObjectRef) -> OCIRepositorySummary | None:
-            item = summaries.get(found)
-            return item if isinstance(item, OCIRepositorySummary) else None
-
-        # The object itself, and for an OCIRepository the HelmReleases whose version it holds.
-        for target in (ref, *(users.get(ref, ()) if ref.kind == OCIREPOSITORY_KIND else ())):
-            _reindex(target, summaries.get(target), self.catalog, oci, releases, by_component)
-        if isinstance(summary, DeploymentSummary) and ref not in releases:
-            # Most Deployments run no catalogued component: keep nothing of them.
+        # The object itself, and for a chart source the HelmReleases whose chart and version it holds.
+        for target in (ref, *(users.get(ref, ()) if ref.kind in CHART_SOURCE_KINDS else ())):
+            _reindex(target, summaries.get(target), self.catalog, summaries.get, releases, by_component)
+        if isinstance(summary, _KEPT_ONLY_WITH_RELEASES) and ref not in releases:
+            # Most Deployments run, and most Applications and k3s HelmCharts install, no catalogued
+            # component, and nothing else refers to them: keep nothing of them.
             del summaries[ref]
         return _State(
             crds=state.crds, summaries=summaries, releases=releases, by_component=by_component, users=users
         )
 
 
+_KEPT_ONLY_WITH_RELEASES = (DeploymentSummary, ApplicationSummary, K3sHelmChartSummary)
+
+
 def _reindex(
     ref: ObjectRef,
     summary: Summary | None,
     catalog: Catalog,
-    oci: Callable[[ObjectRef], OCIRepositorySummary | None],
+    lookup: Callable[[ObjectRef], Summary | None],
     releases: dict[ObjectRef, tuple[ComponentRelease, ...]],
     by_component: dict[str, Mapping[ObjectRef, tuple[ComponentRelease, ...]]],
 ) -> None:
     """Recompute the releases one object reveals into ``releases`` and ``by_component`` (both copies)."""
     old = releases.pop(ref, ())
-    new = detect_releases(summary, catalog, oci) if summary is not None else ()
+    new = detect_releases(summary, catalog, lookup) if summary is not None else ()
     if new:
         releases[ref] = new
     for component in {r.component for r in old} | {r.component for r in new}:
@@ -195,7 +208,7 @@ class Overlay:
         self.ref = ref
         self.changed = summary
         users: set[ObjectRef] = set()
-        if ref.kind == OCIREPOSITORY_KIND:
+        if ref.kind in CHART_SOURCE_KINDS:
             users.update(base.helmreleases_using(ref))
         self.affected = frozenset({ref, *users})
 
@@ -220,11 +233,7 @@ class Overlay:
         if ref not in self.affected:
             return self.base.releases_from(ref)
         summary = self.summary(ref)
-        return detect_releases(summary, self.catalog, self._oci) if summary else ()
+        return detect_releases(summary, self.catalog, self.summary) if summary else ()
 
-    def helmreleases_using(self, oci: ObjectRef) -> Iterable[ObjectRef]:
-        return self.base.helmreleases_using(oci)
-
-    def _oci(self, ref: ObjectRef) -> OCIRepositorySummary | None:
-        found = self.summary(ref)
-        return found if isinstance(found, OCIRepositorySummary) else None
+    def helmreleases_using(self, source: ObjectRef) -> Iterable[ObjectRef]:
+        return self.base.helmreleases_using(source)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from string import Template
+from collections.abc import Sequence
 
 from webhook.rules.detect import ComponentRelease
 from webhook.rules.engine import Conflict, Verdict
 from webhook.rules.objects import CRD_KIND
+from webhook.rules.plan import Fix
 
 WARNING_LIMIT = 119  # the API server shows warnings whole below 120 characters
 
@@ -16,17 +17,6 @@ def verify_command(crd: str) -> str:
     return (
         f"kubectl get crd {crd} -o jsonpath="
         "'{range .spec.versions[*]}{.name}={.served}{\" \"}{end}'"
-    )
-
-
-def _fill(text: str, conflict: Conflict) -> str:
-    release = conflict.release
-    return Template(text).safe_substitute(
-        namespace=release.source.namespace or "default",
-        name=release.source.name,
-        component=release.component,
-        version=release.version_text,
-        crd=conflict.rule.crd,
     )
 
 
@@ -56,13 +46,8 @@ def describe_conflict(conflict: Conflict, index: int, after_change: bool = True)
         f"({release.detail}) needs {_need(conflict)}.",
         f"    {when}{_crd_state(conflict)}.",
         f"    Why: {rule.explanation}",
-        "    Fix, one of:",
+        f"    Verify: {verify_command(rule.crd)}",
     ]
-    for letter, step in zip("abcdefgh", rule.fix, strict=False):
-        lines.append(f"      {letter}) {_fill(step.summary, conflict)}")
-        lines.extend(f"         $ {_fill(cmd, conflict)}" for cmd in step.commands)
-        lines.extend(f"         - {_fill(note, conflict)}" for note in step.notes)
-    lines.append(f"    Verify: {verify_command(rule.crd)}")
     if rule.evidence:
         lines.append(
             f"    Rule {rule.id} ({rule.source}); evidence: " + "; ".join(str(e) for e in rule.evidence)
@@ -70,7 +55,22 @@ def describe_conflict(conflict: Conflict, index: int, after_change: bool = True)
     return "\n".join(lines)
 
 
-def denial_message(verdict: Verdict) -> str:
+def describe_fixes(fixes: Sequence[Fix]) -> list[str]:
+    """The fix paths, each verified step by step against crdguard's rules and the safe-upgrades policy."""
+    if not fixes:
+        return ["No verified fix: no order of known releases gets out of this conflict (see crdguard plan)."]
+    lines = ["Fix, one of (each path replayed step by step through crdguard and the safe-upgrades policy):"]
+    for letter, fix in zip("abcdefgh", fixes, strict=False):
+        lines.append(f"  {letter}) {fix.summary}")
+        for n, step in enumerate(fix.steps, 1):
+            lines.append(f"     {n}. {step.summary}")
+            lines.extend(f"        $ {command}" for command in step.commands)
+        if fix.retry:
+            lines.append(f"     {len(fix.steps) + 1}. Retry this change")
+    return lines
+
+
+def denial_message(verdict: Verdict, fixes: Sequence[Fix] | None = None) -> str:
     change = verdict.change
     assert change is not None
     what = "deletion" if change.operation == "DELETE" else change.operation
@@ -82,7 +82,8 @@ def denial_message(verdict: Verdict) -> str:
         f"with an installed controller."
     )
     body = [describe_conflict(c, i) for i, c in enumerate(verdict.denied, 1)]
-    return "\n".join([head, *body])
+    tail = describe_fixes(fixes) if fixes is not None else []
+    return "\n".join([head, *body, *tail])
 
 
 def _short(text: str) -> str:

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from webhook.rules.catalog import Catalog
 
 CRD_GROUP = "apiextensions.k8s.io"
@@ -19,6 +21,18 @@ HELMRELEASE_KIND = "HelmRelease"
 OCIREPOSITORY_KIND = "OCIRepository"
 HELMRELEASE_GROUP = "helm.toolkit.fluxcd.io"
 OCIREPOSITORY_GROUP = "source.toolkit.fluxcd.io"
+HELMCHART_KIND = "HelmChart"  # Flux's (source.toolkit.fluxcd.io) and k3s/RKE2's (helm.cattle.io)
+APPLICATION_KIND = "Application"
+ARGOCD_GROUP = "argoproj.io"
+K3S_GROUP = "helm.cattle.io"
+# Two kinds are called HelmChart: in an ObjectRef (which has no group) Flux's keeps the bare name,
+# since HelmRelease.spec.chartRef names it so, and k3s's is qualified, as kubectl would name it.
+K3S_HELMCHART_KIND = f"{HELMCHART_KIND}.{K3S_GROUP}"
+# Kinds a HelmRelease's spec.chartRef may point at that hold its chart name and version.
+CHART_SOURCE_KINDS = frozenset({OCIREPOSITORY_KIND, HELMCHART_KIND})
+# Argo CD's names for the cluster it runs in; Applications aimed elsewhere install nothing here.
+ARGOCD_IN_CLUSTER_SERVER = "https://kubernetes.default.svc"
+ARGOCD_IN_CLUSTER_NAME = "in-cluster"
 
 # The kinds whose changes can create a conflict, by (group, kind).
 JUDGED_KINDS = {
@@ -26,7 +40,15 @@ JUDGED_KINDS = {
     ("apps", DEPLOYMENT_KIND),
     (HELMRELEASE_GROUP, HELMRELEASE_KIND),
     (OCIREPOSITORY_GROUP, OCIREPOSITORY_KIND),
+    (OCIREPOSITORY_GROUP, HELMCHART_KIND),
+    (ARGOCD_GROUP, APPLICATION_KIND),
+    (K3S_GROUP, HELMCHART_KIND),
 }
+
+
+def ref_kind(group: str, kind: str) -> str:
+    """The kind as an ObjectRef spells it (k3s's HelmChart is qualified by its group)."""
+    return K3S_HELMCHART_KIND if (group, kind) == (K3S_GROUP, HELMCHART_KIND) else kind
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -98,7 +120,57 @@ class OCIRepositorySummary:
     digest: str | None
 
 
-Summary = CRDInfo | DeploymentSummary | HelmReleaseSummary | OCIRepositorySummary
+@dataclass(frozen=True, slots=True)
+class HelmChartSummary:
+    """A Flux HelmChart (source.toolkit.fluxcd.io): a chart name or path and a version expression."""
+
+    ref: ObjectRef
+    chart: str
+    version: str | None  # semver expression; None: latest
+
+
+@dataclass(frozen=True, slots=True)
+class ChartSource:
+    """One Helm chart an Argo CD Application renders (spec.source, or an entry of spec.sources)."""
+
+    chart: str  # the chart name: spec.source.chart, or the last segment of an oci:// repoURL
+    repo_url: str
+    version: str | None  # targetRevision
+    chart_values: Mapping[str, object]  # only the paths the catalog reads, by dotted path
+    release_name: str | None = None  # helm.releaseName
+    namespace: str | None = None  # helm.namespace
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationSummary:
+    ref: ObjectRef
+    sources: tuple[ChartSource, ...]  # Helm chart sources only; Git paths say no chart version
+    destination_namespace: str | None
+    in_cluster: bool  # destination is the cluster crdguard guards
+
+
+@dataclass(frozen=True, slots=True)
+class K3sHelmChartSummary:
+    """A k3s/RKE2 HelmChart (helm.cattle.io): helm-controller installs it as release <name>."""
+
+    ref: ObjectRef
+    chart: str | None  # chart name (from spec.chart, a name or oci:// URL)
+    chart_text: str  # spec.chart as written, for messages
+    repo: str | None
+    version: str | None
+    target_namespace: str | None
+    chart_values: Mapping[str, object]
+
+
+Summary = (
+    CRDInfo
+    | DeploymentSummary
+    | HelmReleaseSummary
+    | OCIRepositorySummary
+    | HelmChartSummary
+    | ApplicationSummary
+    | K3sHelmChartSummary
+)
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -213,6 +285,38 @@ def read_values(values: Mapping[str, Any], catalog: Catalog) -> dict[str, object
     return found
 
 
+def read_values_text(text: Any, catalog: Catalog) -> dict[str, object]:
+    """``read_values`` of a values file held as a string (Argo CD helm.values, k3s valuesContent).
+
+    Text that is not a YAML mapping reveals nothing: Helm itself would refuse it.
+    """
+    if not isinstance(text, str) or not text.strip() or not catalog.values_paths:
+        return {}
+    try:
+        parsed = yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError:
+        return {}
+    return read_values(_dict(parsed), catalog)
+
+
+def read_set_values(pairs: Mapping[str, Any], catalog: Catalog) -> dict[str, object]:
+    """``--set`` style values (dotted name -> scalar) at the paths the catalog reads."""
+    wanted = {".".join(path) for path in catalog.values_paths}
+    return {
+        name: value
+        for name, value in pairs.items()
+        if name in wanted and isinstance(value, bool | int | float | str)
+    }
+
+
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def chart_name(reference: str) -> str:
+    """The chart name in a chart reference: a name, a path, or an oci:// URL (last segment)."""
+    return reference.rstrip("/").rsplit("/", 1)[-1]
+
+
 def summarize_ocirepository(obj: Mapping[str, Any]) -> OCIRepositorySummary:
     meta = _meta(obj)
     spec = _dict(obj.get("spec"))
@@ -226,6 +330,81 @@ def summarize_ocirepository(obj: Mapping[str, Any]) -> OCIRepositorySummary:
     )
 
 
+def summarize_helmchart(obj: Mapping[str, Any]) -> HelmChartSummary:
+    meta = _meta(obj)
+    spec = _dict(obj.get("spec"))
+    return HelmChartSummary(
+        ref=ObjectRef(HELMCHART_KIND, _text(meta.get("namespace")), str(meta.get("name") or "")),
+        chart=str(spec.get("chart") or ""),
+        version=_text(spec.get("version")),
+    )
+
+
+def _argocd_source(raw: Mapping[str, Any], catalog: Catalog) -> ChartSource | None:
+    repo_url = str(raw.get("repoURL") or "")
+    chart = _text(raw.get("chart"))
+    if chart is None and repo_url.startswith("oci://") and not _text(raw.get("path")):
+        chart = chart_name(repo_url)  # an OCI Helm source: the repoURL names the chart itself
+    if chart is None:
+        return None
+    helm = _dict(raw.get("helm"))
+    # Argo CD renders valuesObject if set, else values; parameters (--set) override either.
+    values_object = helm.get("valuesObject")
+    if isinstance(values_object, Mapping):
+        chart_values = read_values(values_object, catalog)
+    else:
+        chart_values = read_values_text(helm.get("values"), catalog)
+    parameters = {
+        str(p.get("name")): p.get("value") for p in _items(helm.get("parameters")) if isinstance(p, Mapping)
+    }
+    chart_values.update(read_set_values(parameters, catalog))
+    return ChartSource(
+        chart=chart,
+        repo_url=repo_url,
+        version=_text(raw.get("targetRevision")),
+        chart_values=chart_values,
+        release_name=_text(helm.get("releaseName")),
+        namespace=_text(helm.get("namespace")),
+    )
+
+
+def summarize_application(obj: Mapping[str, Any], catalog: Catalog) -> ApplicationSummary:
+    meta = _meta(obj)
+    spec = _dict(obj.get("spec"))
+    raw_sources = [spec["source"]] if isinstance(spec.get("source"), Mapping) else []
+    raw_sources += [s for s in _items(spec.get("sources")) if isinstance(s, Mapping)]
+    sources = tuple(s for raw in raw_sources if (s := _argocd_source(raw, catalog)) is not None)
+    destination = _dict(spec.get("destination"))
+    server, cluster = _text(destination.get("server")), _text(destination.get("name"))
+    return ApplicationSummary(
+        ref=ObjectRef(APPLICATION_KIND, _text(meta.get("namespace")), str(meta.get("name") or "")),
+        sources=sources,
+        destination_namespace=_text(destination.get("namespace")),
+        in_cluster=(server or "").rstrip("/") == ARGOCD_IN_CLUSTER_SERVER
+        or (server is None and cluster == ARGOCD_IN_CLUSTER_NAME),
+    )
+
+
+def summarize_k3s_helmchart(obj: Mapping[str, Any], catalog: Catalog) -> K3sHelmChartSummary:
+    meta = _meta(obj)
+    spec = _dict(obj.get("spec"))
+    chart_text = str(spec.get("chart") or "")
+    # k3s's precedence, lowest first: valuesContent, values, set.
+    chart_values = read_values_text(spec.get("valuesContent"), catalog)
+    chart_values.update(read_values(_dict(spec.get("values")), catalog))
+    chart_values.update(read_set_values(_dict(spec.get("set")), catalog))
+    return K3sHelmChartSummary(
+        ref=ObjectRef(K3S_HELMCHART_KIND, _text(meta.get("namespace")), str(meta.get("name") or "")),
+        # A chart archive URL (https://.../x.tgz) or inline chartContent names no chart we can match.
+        chart=chart_name(chart_text) if chart_text and not chart_text.endswith(".tgz") else None,
+        chart_text=chart_text,
+        repo=_text(spec.get("repo")),
+        version=_text(spec.get("version")),
+        target_namespace=_text(spec.get("targetNamespace")),
+        chart_values=chart_values,
+    )
+
+
 def summarize(group: str, kind: str, obj: Mapping[str, Any], catalog: Catalog) -> Summary | None:
     """The summary of a judged object, or None for kinds the rules never read."""
     if kind == CRD_KIND and group == CRD_GROUP:
@@ -236,6 +415,12 @@ def summarize(group: str, kind: str, obj: Mapping[str, Any], catalog: Catalog) -
         return summarize_helmrelease(obj, catalog)
     if kind == OCIREPOSITORY_KIND and group == OCIREPOSITORY_GROUP:
         return summarize_ocirepository(obj)
+    if kind == HELMCHART_KIND and group == OCIREPOSITORY_GROUP:
+        return summarize_helmchart(obj)
+    if kind == APPLICATION_KIND and group == ARGOCD_GROUP:
+        return summarize_application(obj, catalog)
+    if kind == HELMCHART_KIND and group == K3S_GROUP:
+        return summarize_k3s_helmchart(obj, catalog)
     return None
 
 

@@ -30,14 +30,19 @@ from kubernetes.watch.watch import iter_resp_lines
 from webhook.rules.catalog import Catalog
 from webhook.rules.inventory import Inventory
 from webhook.rules.objects import (
+    APPLICATION_KIND,
+    ARGOCD_GROUP,
     CRD_GROUP,
     CRD_KIND,
     DEPLOYMENT_KIND,
+    HELMCHART_KIND,
     HELMRELEASE_GROUP,
     HELMRELEASE_KIND,
+    K3S_GROUP,
     OCIREPOSITORY_GROUP,
     OCIREPOSITORY_KIND,
     ObjectRef,
+    ref_kind,
     summarize,
 )
 from webhook.state.errors import (
@@ -57,6 +62,16 @@ class Resource:
     plural: str
     kind: str
     crd: str | None  # the CRD that must serve ``version`` before this type can be watched
+    label: str = ""  # its name in /state and logs, when the plural alone is ambiguous (helmcharts)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.plural
+
+    @property
+    def ref_kind(self) -> str:
+        """The kind as the inventory's ObjectRefs spell it."""
+        return ref_kind(self.group, self.kind)
 
     @property
     def path(self) -> str:
@@ -74,6 +89,23 @@ RESOURCES = (
         "ocirepositories",
         OCIREPOSITORY_KIND,
         f"ocirepositories.{OCIREPOSITORY_GROUP}",
+    ),
+    Resource(
+        OCIREPOSITORY_GROUP,
+        "v1",
+        "helmcharts",
+        HELMCHART_KIND,
+        f"helmcharts.{OCIREPOSITORY_GROUP}",
+        label=f"helmcharts.{OCIREPOSITORY_GROUP}",
+    ),
+    Resource(ARGOCD_GROUP, "v1alpha1", "applications", APPLICATION_KIND, f"applications.{ARGOCD_GROUP}"),
+    Resource(
+        K3S_GROUP,
+        "v1",
+        "helmcharts",
+        HELMCHART_KIND,
+        f"helmcharts.{K3S_GROUP}",
+        label=f"helmcharts.{K3S_GROUP}",
     ),
 )
 PAGE_SIZE = {CRD_KIND: 10}  # CRDs are large: small pages bound the memory a list takes
@@ -101,7 +133,7 @@ class WatchStatus:
 
 
 class KubeClient:
-    """Raw JSON GETs through the official client's configuration, auth and TLS."""
+    """Raw JSON requests through the official client's configuration, auth and TLS."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api_client = api_client
@@ -120,6 +152,27 @@ class KubeClient:
             response.response.release_conn()
         self._raise_for(status, path, data)
         return json.loads(data)
+
+    def send(self, method: str, path: str, body: Any, timeout: float = 10) -> Any:
+        """A write (POST, PUT, PATCH as merge patch); ApiException on any status >= 400."""
+        content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        method, url, headers, data, post = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        self.requests += 1
+        response = self.api_client.call_api(method, url, headers, data, post, _request_timeout=(5, timeout))
+        try:
+            status = response.status
+            payload = response.read()
+        finally:
+            response.response.release_conn()
+        if status >= 400:
+            raise ApiException(status=status, reason=payload[:300].decode(errors="replace"))
+        return json.loads(payload) if payload else None
 
     def stream(self, path: str, query: Mapping[str, str | int], timeout: float) -> Any:
         response = self._request(path, query, timeout)
@@ -231,7 +284,7 @@ def list_into(kube: KubeClient, resource: Resource, inventory: Inventory, catalo
             summary = summarize(resource.group, resource.kind, item, catalog)
             if summary is not None:
                 summaries.append(summary)
-    inventory.replace_all(resource.kind, summaries)
+    inventory.replace_all(resource.ref_kind, summaries)
     return version
 
 
@@ -250,9 +303,11 @@ class WatchedState:
         self.catalog = catalog
         self.inventory = Inventory(catalog)
         self.backoff_max = backoff_max
-        self.status = {r.kind: WatchStatus(r) for r in RESOURCES}
+        self.status = {r.ref_kind: WatchStatus(r) for r in RESOURCES}
         self._stop = threading.Event()
         self._streams: dict[str, Any] = {}
+        self.tracker: Any = None  # a ConflictTracker (state/conflicts.py) when serve tracks conflicts
+        self.reporter: Any = None  # a PolicyReportWriter (state/policyreports.py) with --policy-reports
 
     @classmethod
     def connect(
@@ -271,7 +326,7 @@ class WatchedState:
     def start(self) -> None:
         for status in self.status.values():
             thread = threading.Thread(
-                target=self._run, args=(status,), name=f"crdguard-watch-{status.resource.plural}", daemon=True
+                target=self._run, args=(status,), name=f"crdguard-watch-{status.resource.name}", daemon=True
             )
             status.thread = thread
             thread.start()
@@ -289,18 +344,10 @@ class WatchedState:
             except OSError:  # already closed: the thread is exiting anyway
                 log.debug("shutting down a watch stream failed", exc_info=True)
 
-    def wait_synced(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.readiness()[0]:
-                return True
-            time.sleep(0.05)
-        return False
-
     def readiness(self) -> tuple[bool, str]:
         # Ready after the first full list of every type whose CRD is present; afterwards it stays
         # ready while a watch reconnects: the last known state beats no answer (see docs).
-        pending = [s.resource.plural for s in self.status.values() if not s.synced and not s.waiting_for_crd]
+        pending = [s.resource.name for s in self.status.values() if not s.synced and not s.waiting_for_crd]
         if pending:
             return False, "waiting for the first full list of: " + ", ".join(pending)
         return True, "synced"
@@ -312,7 +359,7 @@ class WatchedState:
             "objects": self.inventory.counts(),
             "apiRequests": self.kube.requests,
             "watches": {
-                s.resource.plural: {
+                s.resource.name: {
                     "synced": s.synced,
                     "connected": s.connected,
                     "waitingForCRD": s.waiting_for_crd,
@@ -326,7 +373,22 @@ class WatchedState:
                 }
                 for s in self.status.values()
             },
+            **({"conflicts": self._conflicts()} if self.tracker is not None else {}),
+            **({"policyReports": self.reporter.describe()} if self.reporter is not None else {}),
         }
+
+    def _conflicts(self) -> list[dict[str, str]]:
+        return [
+            {
+                "rule": c.rule.id,
+                "component": c.release.component,
+                "kind": c.release.source.kind,
+                "namespace": c.release.source.namespace or "",
+                "name": c.release.source.name,
+                "crd": c.rule.crd,
+            }
+            for c in self.tracker.conflicts()
+        ]
 
     # -- the watch loop -----------------------------------------------------------------
     def _run(self, status: WatchStatus) -> None:
@@ -334,10 +396,11 @@ class WatchedState:
         failures = 0
         while not self._stop.is_set():
             if resource.crd and not crd_serves(self.inventory, resource.crd, resource.version):
-                # Flux may be installed later: poll the CRD cache (no API calls) until it appears.
+                # Flux, Argo CD or k3s may be installed later: poll the CRD cache (no API calls)
+                # until the CRD serves the version.
                 status.waiting_for_crd = self.status[CRD_KIND].synced
                 if status.synced:
-                    self.inventory.replace_all(resource.kind, [])  # the CRD went away
+                    self.inventory.replace_all(resource.ref_kind, [])  # the CRD went away
                 self._stop.wait(0.5)
                 continue
             try:
@@ -349,7 +412,7 @@ class WatchedState:
                 self._watch(status)
             except Gone:
                 status.relists_after_gone += 1
-                log.info("watch of %s expired (410 Gone); relisting", resource.plural)
+                log.info("watch of %s expired (410 Gone); relisting", resource.name)
                 continue
             except Exception as exc:
                 if self._stop.is_set():
@@ -359,7 +422,7 @@ class WatchedState:
                 status.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 failures += 1
                 delay = min(self.backoff_max, 0.5 * 2 ** min(failures, 8)) * random.uniform(0.5, 1.0)
-                log.warning("watch of %s failed (%s); retrying in %.1fs", resource.plural, exc, delay)
+                log.warning("watch of %s failed (%s); retrying in %.1fs", resource.name, exc, delay)
                 self._stop.wait(delay)
 
     def _watch(self, status: WatchStatus) -> None:
@@ -378,14 +441,14 @@ class WatchedState:
                 },
                 timeout=server_timeout + 30,
             )
-            self._streams[resource.kind] = stream
+            self._streams[resource.ref_kind] = stream
             try:
                 for line in iter_resp_lines(stream):
                     if self._stop.is_set():
                         return
                     self._apply(status, json.loads(line))
             finally:
-                self._streams.pop(resource.kind, None)
+                self._streams.pop(resource.ref_kind, None)
                 stream.release_conn()
 
     def _apply(self, status: WatchStatus, event: Mapping[str, Any]) -> None:
@@ -405,7 +468,7 @@ class WatchedState:
         resource = status.resource
         if kind == "DELETED":
             namespace = None if resource.kind == CRD_KIND else metadata.get("namespace")
-            self.inventory.remove(ObjectRef(resource.kind, namespace, str(metadata.get("name") or "")))
+            self.inventory.remove(ObjectRef(resource.ref_kind, namespace, str(metadata.get("name") or "")))
             return
         summary = summarize(resource.group, resource.kind, obj, self.catalog)
         if summary is not None:

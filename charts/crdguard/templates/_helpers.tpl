@@ -53,6 +53,9 @@ app.kubernetes.io/part-of: crdguard
 
 {{/* repository:tag, or repository@digest when a digest pins the image. */}}
 {{- define "crdguard.image" -}}
+{{- if not .Values.image.repository -}}
+{{- fail (printf "image.repository is required: no registry this chart can trust publishes crdguard. Build the image from the repository's Dockerfile and push it where your cluster pulls from (docker build -t <registry>/crdguard:%s . && docker push <registry>/crdguard:%s), then install with --set image.repository=<registry>/crdguard --set image.tag=%s" .Chart.AppVersion .Chart.AppVersion .Chart.AppVersion) -}}
+{{- end -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
 {{- else -}}
@@ -171,16 +174,36 @@ it false, never an error, when fields are absent.
 {{- end -}}
 
 {{/*
+CEL, true when spec.chart (a Flux or k3s HelmChart: a chart name, a path or an oci:// URL) names
+one of componentMatch.charts.
+*/}}
+{{- define "crdguard.cel.chartField" -}}
+{{- $match := include "crdguard.componentMatch" . | fromJson -}}
+{{- printf "has(object.spec.chart) && %s.exists(n, object.spec.chart == n || object.spec.chart.endsWith(\"/\" + n))" (toJson (default list $match.charts)) -}}
+{{- end -}}
+
+{{/*
 CEL for Flux objects: a HelmRelease whose chart is one of componentMatch.charts or that uses
-spec.chartRef (its chart name is in the referenced OCIRepository), and an OCIRepository whose
-URL ends in /<chart>.
+spec.chartRef (its chart name is in the referenced OCIRepository or HelmChart), an OCIRepository
+whose URL ends in /<chart>, and a HelmChart whose spec.chart names a chart.
 */}}
 {{- define "crdguard.cel.flux" -}}
 {{- $match := include "crdguard.componentMatch" . | fromJson -}}
 {{- $charts := toJson (default list $match.charts) -}}
 {{- $helmRelease := printf "(has(object.spec.chart) && has(object.spec.chart.spec) && has(object.spec.chart.spec.chart) && object.spec.chart.spec.chart in %s) || has(object.spec.chartRef)" $charts -}}
 {{- $ociRepository := printf "has(object.spec.url) && %s.exists(n, object.spec.url.endsWith(\"/\" + n) || object.spec.url.endsWith(\"/\" + n + \"/\"))" $charts -}}
-{{- printf "has(object.spec) && (request.kind.kind == \"HelmRelease\" ? (%s) : (%s))" $helmRelease $ociRepository -}}
+{{- printf "has(object.spec) && (request.kind.kind == \"HelmRelease\" ? (%s) : request.kind.kind == \"OCIRepository\" ? (%s) : (%s))" $helmRelease $ociRepository (include "crdguard.cel.chartField" .) -}}
+{{- end -}}
+
+{{/*
+CEL for Argo CD Applications: spec.source or any of spec.sources whose chart is one of
+componentMatch.charts, or whose repoURL ends in /<chart> (an OCI Helm source without chart).
+*/}}
+{{- define "crdguard.cel.argocd" -}}
+{{- $match := include "crdguard.componentMatch" . | fromJson -}}
+{{- $charts := toJson (default list $match.charts) -}}
+{{- $source := printf "(has(s.chart) && s.chart in %s) || (has(s.repoURL) && %s.exists(n, s.repoURL.endsWith(\"/\" + n)))" $charts $charts -}}
+{{- printf "has(object.spec) && ((has(object.spec.source) && [object.spec.source].exists(s, %s)) || (has(object.spec.sources) && object.spec.sources.exists(s, %s)))" $source $source -}}
 {{- end -}}
 
 {{/* Namespaces whose objects are never sent: the release namespace and webhook.excludedNamespaces. */}}
@@ -189,6 +212,17 @@ matchExpressions:
   - key: kubernetes.io/metadata.name
     operator: NotIn
     values: {{ prepend .Values.webhook.excludedNamespaces .Release.Namespace | uniq | toJson }}
+{{- end -}}
+
+{{/*
+Only the release namespace: k3s and RKE2 keep their HelmCharts in kube-system, so excluding it
+would leave every k3s install unguarded.
+*/}}
+{{- define "crdguard.releaseNamespaceSelector" -}}
+matchExpressions:
+  - key: kubernetes.io/metadata.name
+    operator: NotIn
+    values: {{ list .Release.Namespace | toJson }}
 {{- end -}}
 
 {{/* Every values check that no schema can express; fails with a message that says what to change. */}}
@@ -217,6 +251,9 @@ matchExpressions:
 {{- end -}}
 {{- if ge (add (int .Values.gracefulShutdownSeconds) (int .Values.preStopSleepSeconds)) (int .Values.terminationGracePeriodSeconds) -}}
 {{- fail (printf "gracefulShutdownSeconds (%d) + preStopSleepSeconds (%d) must be lower than terminationGracePeriodSeconds (%d), or pods are killed while finishing reviews" (int .Values.gracefulShutdownSeconds) (int .Values.preStopSleepSeconds) (int .Values.terminationGracePeriodSeconds)) -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (has .Values.metrics.host (list "127.0.0.1" "localhost" "::1")) -}}
+{{- fail (printf "metrics.serviceMonitor.enabled scrapes the pods through the Service, but metrics.host=%s keeps the metrics port pod-local; set metrics.host=0.0.0.0 or turn the ServiceMonitor off" .Values.metrics.host) -}}
 {{- end -}}
 {{- if and (include "crdguard.inCluster" .) .Values.podDisruptionBudget.enabled (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- fail (printf "podDisruptionBudget.minAvailable (%d) must be lower than replicaCount (%d), or no node holding a crdguard pod can ever be drained; raise replicaCount or set podDisruptionBudget.enabled=false" (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}

@@ -136,11 +136,11 @@ def test_denial_message_says_what_why_and_how_to_fix(
 def test_fix_commands_are_shown_as_commands_in_order(catalog: Catalog) -> None:
     message = _message(catalog, [V1ALPHA3_ONLY, deployment("v2.0.4")], "UPDATE", V1_ONLY)
     commands = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("$ ")]
+    # kgateway 2.1.1 ignores the v1.3.0 BackendTLSPolicy CRD (below bundle v1.4.0) rather than failing on
+    # it, so path a) needs no intermediate Gateway API bundle before the upgrade.
     assert commands == [
         "helm upgrade --install kgateway-crds oci://cr.kgateway.dev/kgateway-dev/charts/kgateway-crds "
         "--version v2.1.1 -n kgateway-system",
-        "kubectl apply --server-side -f "
-        "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.0/experimental-install.yaml",
         "helm upgrade kgateway oci://cr.kgateway.dev/kgateway-dev/charts/kgateway "
         "--version v2.1.1 -n kgateway-system --reset-then-reuse-values",
         "kubectl apply --server-side -f "

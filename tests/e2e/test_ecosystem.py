@@ -111,6 +111,9 @@ def test_envoy_gateway_1_8_0_on_v1_4_1_standard_is_denied_naming_listenerset_v1(
     assert f"{LISTENERSETS} is not installed" in stderr
     assert "needs TLSRoute gateway.networking.k8s.io/v1 to be served" in stderr
     assert "Rule envoy-gateway-1.8-requires-listenerset-v1" in stderr
+    # The planner's way out, replayed through crdguard and the safe-upgrades policy before it is offered.
+    assert "a) First apply Gateway API v1.5.1 standard, then retry this change" in stderr
+    assert "releases/download/v1.5.1/standard-install.yaml" in stderr
     notfound = cluster.kubectl("get", "deployment", "envoy-gateway", "-n", EG_NAMESPACE, check=False)
     assert notfound.returncode != 0
 

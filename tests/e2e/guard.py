@@ -14,7 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .cluster import free_port
+import yaml
+
+from .cluster import ControlPlane, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRDGUARD = [sys.executable, "-m", "webhook.cli"]
@@ -116,3 +118,34 @@ class Guard:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def register_with_the_chart(cluster: ControlPlane, running: Guard) -> None:
+    """Registers ``running`` through the chart's own ValidatingWebhookConfiguration (``webhook.url``)."""
+    rendered = cluster.helm(
+        "template",
+        "crdguard",
+        str(REPO_ROOT / "charts" / "crdguard"),
+        "--namespace",
+        "crdguard",
+        "--set",
+        f"webhook.url={running.url}/validate",
+        "--set",
+        "tls.mode=existingSecret",
+        "--set",
+        "tls.existingSecret=unused-outside-cluster",
+        "--set",
+        f"tls.caBundle={running.ca_bundle}",
+        "--show-only",
+        "templates/webhook.yaml",
+    ).stdout
+    # The webhooks crdguard would register (--register-webhook), from the ConfigMap the chart renders.
+    configs = [
+        yaml.safe_load(d["data"]["webhook.yaml"])
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "ConfigMap"
+    ]
+    assert len(configs) == 1, rendered
+    for webhook in configs[0]["webhooks"]:
+        assert webhook["clientConfig"]["url"] == f"{running.url}/validate"
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(configs[0]))

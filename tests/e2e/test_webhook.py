@@ -20,7 +20,7 @@ import yaml
 
 from .cluster import ControlPlane
 from .conftest import locate_tools
-from .guard import REPO_ROOT, Guard
+from .guard import Guard, register_with_the_chart
 
 NAMESPACE = "kgateway-system"
 BTLS = "backendtlspolicies.gateway.networking.k8s.io"
@@ -98,33 +98,7 @@ def guard(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> It
     running = Guard(workdir, ["--kubeconfig", str(cluster.kubeconfig)])
     try:
         running.wait_ready()
-        rendered = cluster.helm(
-            "template",
-            "crdguard",
-            str(REPO_ROOT / "charts" / "crdguard"),
-            "--namespace",
-            "crdguard",
-            "--set",
-            f"webhook.url={running.url}/validate",
-            "--set",
-            "tls.mode=existingSecret",
-            "--set",
-            "tls.existingSecret=unused-outside-cluster",
-            "--set",
-            f"tls.caBundle={running.ca_bundle}",
-            "--show-only",
-            "templates/webhook.yaml",
-        ).stdout
-        # The webhooks crdguard would register (--register-webhook), from the ConfigMap the chart renders.
-        configs = [
-            yaml.safe_load(d["data"]["webhook.yaml"])
-            for d in yaml.safe_load_all(rendered)
-            if d and d["kind"] == "ConfigMap"
-        ]
-        assert len(configs) == 1, rendered
-        for webhook in configs[0]["webhooks"]:
-            assert webhook["clientConfig"]["url"] == f"{running.url}/validate"
-        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(configs[0]))
+        register_with_the_chart(cluster, running)
         cluster.kubectl("create", "namespace", NAMESPACE)
         yield running
     finally:

@@ -2,8 +2,9 @@
 
 Nothing here calls the rules engine. The table says which kgateway versions read which
 BackendTLSPolicy version (a CRD that is absent is tolerated; one present without that version
-served is a conflict) and which need the BackendConfigPolicy CRD (absent is a conflict), and
-which Gateway API bundle serves what. ``expected`` applies them the way the project documents a
+served is a conflict; kgateway 2.1 starts that watch only for a CRD of bundle v1.4.0 or later and
+silently ignores an older one, a warning), which need the BackendConfigPolicy CRD (absent is a
+conflict), and which Gateway API bundle serves what. ``expected`` applies them the way the project documents a
 decision (README, docs/catalog-schema.md): a conflict after the change that was not there before is
 denied; one there before and after is an existing conflict, reported as a warning and an audit
 annotation; a change to a CRD concerns only the rules about that CRD, a change to a Deployment
@@ -35,6 +36,8 @@ class Need:
     served: str | None  # None: the CRD must exist
     tolerate_missing: bool
     wording: str  # what the warning says is needed
+    bundles: tuple[str, str] | None = None  # the CRD's bundle-version window (inclusive), if any
+    warn: bool = False  # feature-off: a new conflict is a warning, not a denial
 
 
 # kgateway minor line -> what it reads (FACTS.md, the kgateway table).
@@ -44,8 +47,25 @@ KGATEWAY_NEEDS: dict[str, tuple[Need, ...]] = {
             "kgateway-2.0-reads-backendtlspolicy-v1alpha3", BTP, "v1alpha3", True, "BackendTLSPolicy v1alpha3"
         ),
     ),
+    # docs/evidence/kgateway.md: the Istio CRD watcher 2.1 pins has backendtlspolicies minimum v1.4.0.
     "2.1": (
-        Need("kgateway-2.1-reads-backendtlspolicy-v1", BTP, "v1", True, "BackendTLSPolicy v1"),
+        Need(
+            "kgateway-2.1-reads-backendtlspolicy-v1",
+            BTP,
+            "v1",
+            True,
+            "BackendTLSPolicy v1",
+            ("1.4.0", "999.0.0"),
+        ),
+        Need(
+            "kgateway-2.1-ignores-backendtlspolicy-below-bundle-v1.4",
+            BTP,
+            "v1",
+            True,
+            "BackendTLSPolicy v1",
+            ("0.0.0", "1.3.99"),
+            warn=True,
+        ),
         Need("kgateway-2.1-requires-backendconfigpolicy-crd", BCP, None, False, BCP),
     ),
 }
@@ -89,6 +109,17 @@ class Payload:
     judged: bool = field(default=True)
 
 
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.lstrip("v").split("."))
+
+
+def _in_window(need: Need, bundle: str) -> bool:
+    if need.bundles is None:
+        return True
+    low, high = need.bundles
+    return _release(low) <= _release(bundle.split(" ", 1)[0]) <= _release(high)
+
+
 def _line(version: str) -> str | None:
     major, minor, _ = version.lstrip("v").split(".")
     key = f"{major}.{minor}"
@@ -105,7 +136,9 @@ def _conflicts(
             if crds is not None and need.crd not in crds:
                 continue
             present = (btp is not None) if need.crd == BTP else bcp
-            if not present:
+            if need.crd == BTP and btp is not None and not _in_window(need, btp):
+                broken = False  # the watch never starts for this bundle
+            elif not present:
                 broken = not need.tolerate_missing
             elif need.served is not None:
                 broken = need.served not in BTP_SERVED[btp or ""]
@@ -141,12 +174,15 @@ def expected(cluster: Cluster, payload: Payload) -> Decision:
         bcp_before = bcp_after = cluster.bcp
     before = _conflicts(releases_before, btp_before, bcp_before, crds)  # type: ignore[arg-type]
     after = _conflicts(releases_after, btp_after, bcp_after, crds)  # type: ignore[arg-type]
-    added = [key for key in after if key not in before]
+    added = [key for key in after if key not in before and not after[key][0].warn]
+    warned = [key for key in after if key not in before and after[key][0].warn]
     kept = [key for key in after if key in before]
+    warnings = [_warning("new conflict (warn)", after[k][0], k[1], after[k][1]) for k in warned]
+    warnings += [_warning("existing conflict", after[k][0], k[1], after[k][1]) for k in kept]
     return Decision(
         allowed=not added,
         denied=tuple(sorted({rule for rule, _ in added})),
-        warnings=tuple(sorted(_warning("existing conflict", after[k][0], k[1], after[k][1]) for k in kept)),
+        warnings=tuple(sorted(warnings)),
         existing=tuple(sorted({rule for rule, _ in kept})),
     )
 

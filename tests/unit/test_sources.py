@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -42,28 +43,32 @@ def found(catalog: Catalog, *objects: dict[str, Any]) -> list[ComponentRelease]:
 
 
 def argocd(
-    release: str = "kgateway", namespace: str | None = KGATEWAY_NS, version: str = "v2.1.1"
+    release: str = "kgateway",
+    namespace: str | None = KGATEWAY_NS,
+    version: str = "v2.1.1",
+    source: str = "/spec/source",
 ) -> Installation:
-    return Installation("argocd", release, namespace, APP, version)
+    return Installation("argocd", release, namespace, APP, version, f"{source}/targetRevision")
 
 
 def k3s(namespace: str = KGATEWAY_NS, version: str = "v2.1.1") -> Installation:
-    return Installation("k3s", "kgateway", namespace, K3S, version)
+    return Installation("k3s", "kgateway", namespace, K3S, version, "/spec/version")
 
 
 # (objects, [(version_text, features, installation)] expected for kgateway)
 Expected = list[tuple[str, frozenset[str], Installation]]
-NONE: frozenset[str] = frozenset()
+# kgateway's default-on feature (KGW_ENABLE_EXPERIMENTAL_GATEWAY_API_FEATURES; rules from 2.2 read it).
+DEFAULTS: frozenset[str] = frozenset({"experimentalGatewayAPI"})
 CASES: list[Any] = [
     # -- Argo CD Application -----------------------------------------------------------------
     pytest.param(
         [application("v2.0.4")],
-        [("v2.0.4", NONE, argocd(version="v2.0.4"))],
+        [("v2.0.4", DEFAULTS, argocd(version="v2.0.4"))],
         id="an Application's chart and targetRevision say the version; the Application is the owner",
     ),
     pytest.param(
         [application(sources=[argocd_source("v2.0.4", chart=None, repo_url=KGATEWAY_OCI)])],
-        [("v2.0.4", NONE, argocd(version="v2.0.4"))],
+        [("v2.0.4", DEFAULTS, argocd(version="v2.0.4", source="/spec/sources/0"))],
         id="an oci:// repoURL without chart names the chart by its last segment",
     ),
     pytest.param(
@@ -75,22 +80,22 @@ CASES: list[Any] = [
                 ]
             )
         ],
-        [("v2.1.1", NONE, argocd())],
+        [("v2.1.1", DEFAULTS, argocd(source="/spec/sources/1"))],
         id="spec.sources with a values-only ref source reveals the chart source alone",
     ),
     pytest.param(
         [application(helm={"releaseName": "gw"})],
-        [("v2.1.1", NONE, argocd(release="gw"))],
+        [("v2.1.1", DEFAULTS, argocd(release="gw"))],
         id="helm.releaseName names the release (default: the Application's name)",
     ),
     pytest.param(
         [application(helm={"namespace": "gateways"})],
-        [("v2.1.1", NONE, argocd(namespace="gateways"))],
+        [("v2.1.1", DEFAULTS, argocd(namespace="gateways"))],
         id="helm.namespace overrides the destination namespace",
     ),
     pytest.param(
         [application(helm={"values": "controller:\n  image:\n    tag: v2.0.4\n"})],
-        [("v2.0.4", NONE, argocd())],
+        [("v2.0.4", DEFAULTS, replace(argocd(), version_field=None))],
         id="an image tag in helm.values (a YAML string) is what runs",
     ),
     pytest.param(
@@ -102,7 +107,7 @@ CASES: list[Any] = [
                 }
             )
         ],
-        [("v2.1.1", frozenset({INFER}), argocd())],
+        [("v2.1.1", DEFAULTS | {INFER}, argocd())],
         id="helm.valuesObject replaces helm.values, as Argo CD renders one or the other",
     ),
     pytest.param(
@@ -117,17 +122,17 @@ CASES: list[Any] = [
                 }
             )
         ],
-        [("v2.1.2", frozenset({INFER}), argocd())],
+        [("v2.1.2", DEFAULTS | {INFER}, replace(argocd(), version_field=None))],
         id="helm.parameters override the values and switch features as Go booleans",
     ),
     pytest.param(
         [application("2.1.*")],
-        [("2.1.*", NONE, argocd(version="2.1.*"))],
+        [("2.1.*", DEFAULTS, argocd(version="2.1.*"))],
         id="a targetRevision range is kept as written (not one exact version)",
     ),
     pytest.param(
         [application(destination={"name": "in-cluster", "namespace": KGATEWAY_NS})],
-        [("v2.1.1", NONE, argocd())],
+        [("v2.1.1", DEFAULTS, argocd())],
         id="the in-cluster destination name is this cluster",
     ),
     pytest.param(
@@ -152,22 +157,22 @@ CASES: list[Any] = [
     # -- k3s / RKE2 HelmChart ----------------------------------------------------------------
     pytest.param(
         [k3s_helmchart("v2.0.4")],
-        [("v2.0.4", NONE, k3s(version="v2.0.4"))],
+        [("v2.0.4", DEFAULTS, k3s(version="v2.0.4"))],
         id="a k3s HelmChart with an oci:// chart; release named after it in targetNamespace",
     ),
     pytest.param(
         [k3s_helmchart(chart="kgateway", repo="https://charts.example/kgateway")],
-        [("v2.1.1", NONE, k3s())],
+        [("v2.1.1", DEFAULTS, k3s())],
         id="a k3s HelmChart with a chart name and repo",
     ),
     pytest.param(
         [k3s_helmchart(target_namespace=None)],
-        [("v2.1.1", NONE, k3s(namespace="kube-system"))],
+        [("v2.1.1", DEFAULTS, k3s(namespace="kube-system"))],
         id="without targetNamespace the release goes to the HelmChart's namespace",
     ),
     pytest.param(
         [k3s_helmchart(values_content="inferenceExtension:\n  enabled: true\nimage:\n  tag: v2.0.4\n")],
-        [("v2.0.4", frozenset({INFER}), k3s())],
+        [("v2.0.4", DEFAULTS | {INFER}, replace(k3s(), version_field=None))],
         id="valuesContent (a YAML string) sets the image tag and switches features",
     ),
     pytest.param(
@@ -177,17 +182,17 @@ CASES: list[Any] = [
                 extra={"values": {"image": {"tag": "v2.0.4"}}, "set": {"image.tag": "v2.0.5"}},
             )
         ],
-        [("v2.0.5", NONE, k3s())],
+        [("v2.0.5", DEFAULTS, replace(k3s(), version_field=None))],
         id="spec.set beats spec.values, which beats valuesContent",
     ),
     pytest.param(
         [k3s_helmchart(values_content="image: [unclosed\n")],
-        [("v2.1.1", NONE, k3s())],
+        [("v2.1.1", DEFAULTS, k3s())],
         id="valuesContent that is not YAML reveals nothing but leaves the chart version",
     ),
     pytest.param(
         [k3s_helmchart(None)],
-        [("*", NONE, k3s(version="*"))],
+        [("*", DEFAULTS, k3s(version="*"))],
         id="a k3s HelmChart without a version installs the latest (not checkable)",
     ),
     pytest.param(
@@ -198,12 +203,18 @@ CASES: list[Any] = [
     # -- Flux HelmRelease.spec.chartRef to a HelmChart -----------------------------------------
     pytest.param(
         [flux_helmchart("v2.0.4"), helmrelease_chartref(kind="HelmChart")],
-        [("v2.0.4", NONE, Installation("flux", "kgateway", KGATEWAY_NS, FLUX_CHART, "v2.0.4"))],
+        [
+            (
+                "v2.0.4",
+                DEFAULTS,
+                Installation("flux", "kgateway", KGATEWAY_NS, FLUX_CHART, "v2.0.4", "/spec/version"),
+            )
+        ],
         id="a chartRef to a Flux HelmChart takes its chart and version; the HelmChart is the owner",
     ),
     pytest.param(
         [flux_helmchart(None, chart="./install/helm/kgateway"), helmrelease_chartref(kind="HelmChart")],
-        [("*", NONE, Installation("flux", "kgateway", KGATEWAY_NS, FLUX_CHART, "*"))],
+        [("*", DEFAULTS, Installation("flux", "kgateway", KGATEWAY_NS, FLUX_CHART, "*", "/spec/version"))],
         id="a HelmChart path from a GitRepository names the chart; no version means the latest",
     ),
     pytest.param(
@@ -216,13 +227,14 @@ CASES: list[Any] = [
         [
             (
                 "v2.0.4",
-                NONE,
+                DEFAULTS,
                 Installation(
                     "k3s",
                     "kgateway",
                     KGATEWAY_NS,
                     ObjectRef(K3S_HELMCHART_KIND, KGATEWAY_NS, "kgateway"),
                     "v2.0.4",
+                    "/spec/version",
                 ),
             )
         ],

@@ -41,8 +41,10 @@ def remove_crd(name: str) -> Callable[[Inventory], None]:
     return lambda view: view.remove(ObjectRef(CRD_KIND, None, name))
 
 
-V1_ONLY = crd(BTP, {"v1": True, "v1alpha3": False})
-V1ALPHA3 = crd(BTP, {"v1alpha3": True})
+V1_ONLY = crd(BTP, {"v1": True, "v1alpha3": False}, bundle_version="v1.4.0")
+V1ALPHA3 = crd(BTP, {"v1alpha3": True}, bundle_version="v1.3.0")
+# kgateway 2.1 ignores a BackendTLSPolicy CRD below bundle v1.4.0 (feature off, a warning).
+IGNORED = "kgateway-2.1-ignores-backendtlspolicy-below-bundle-v1.4"
 STEPS = [
     pytest.param(
         [upsert(V1_ONLY)],
@@ -72,14 +74,14 @@ STEPS = [
     pytest.param(
         [upsert(helmrelease_chartref()), upsert(ocirepository("v2.1.1"))],
         2,
-        ["kgateway-2.1-reads-backendtlspolicy-v1", "kgateway-2.1-requires-backendconfigpolicy-crd"],
+        [IGNORED, "kgateway-2.1-requires-backendconfigpolicy-crd"],
         id="an OCIRepository's tag reaches the HelmRelease that uses it",
     ),
     pytest.param(
         [upsert(crd(BCP, {"v1alpha1": True})), upsert(deployment("v2.1.1"))],
         1,
-        ["kgateway-2.1-reads-backendtlspolicy-v1"],
-        id="kgateway 2.1 with v1alpha3 only conflicts on v1",
+        [IGNORED],
+        id="kgateway 2.1 with v1.3.0's v1alpha3-only CRD ignores BackendTLSPolicy",
     ),
     pytest.param(
         [upsert(helmrelease("v2.0.4")), upsert(V1_ONLY), upsert(deployment("v2.1.1"))],

@@ -157,11 +157,18 @@ it false, never an error, when fields are absent.
 {{- $any := list -}}
 {{- if $match.images -}}
 {{- $paths := list -}}
+{{- $bare := list -}}
 {{- range $path := $match.images -}}
 {{- $paths = append $paths $path -}}
-{{- if hasPrefix "library/" $path }}{{ $paths = append $paths (trimPrefix "library/" $path) }}{{ end -}}
+{{- if hasPrefix "library/" $path }}{{ $bare = append $bare (trimPrefix "library/" $path) }}{{ end -}}
 {{- end -}}
-{{- $any = append $any (printf "(has(object.spec) && has(object.spec.template) && has(object.spec.template.spec) && has(object.spec.template.spec.containers) && object.spec.template.spec.containers.exists(c, has(c.image) && %s.exists(p, (\"/\" + c.image).contains(\"/\" + p + \":\") || (\"/\" + c.image).contains(\"/\" + p + \"@\") || (\"/\" + c.image).endsWith(\"/\" + p))))" (toJson ($paths | uniq | sortAlpha))) -}}
+{{- /* A Docker Hub official image written without "library/" (traefik:v3.6.0, docker.io/traefik) is matched
+  on the whole name, so that another repository ending in /traefik is not sent. */ -}}
+{{- $official := "" -}}
+{{- if $bare -}}
+{{- $official = printf " || %s.exists(n, [\"\", \"docker.io/\", \"index.docker.io/\"].exists(r, c.image == r + n || c.image.startsWith(r + n + \":\") || c.image.startsWith(r + n + \"@\")))" (toJson ($bare | uniq | sortAlpha)) -}}
+{{- end -}}
+{{- $any = append $any (printf "(has(object.spec) && has(object.spec.template) && has(object.spec.template.spec) && has(object.spec.template.spec.containers) && object.spec.template.spec.containers.exists(c, has(c.image) && (%s.exists(p, (\"/\" + c.image).contains(\"/\" + p + \":\") || (\"/\" + c.image).contains(\"/\" + p + \"@\") || (\"/\" + c.image).endsWith(\"/\" + p))%s)))" (toJson ($paths | uniq | sortAlpha)) $official) -}}
 {{- end -}}
 {{- range $set := $match.labels -}}
 {{- $all := list "has(object.metadata.labels)" -}}

@@ -216,6 +216,12 @@ def nearest_release(release_set: ReleaseSet, version_text: str) -> Release | Non
 def installation_of(release: ComponentRelease, view: ClusterView) -> Installation:
     """Helm or Flux, release name and namespace, from the object that revealed ``release``."""
     source = release.source
+    found = release.installation
+    if found.manager in ("argocd", "k3s"):
+        # Detection read these from the Application or k3s HelmChart, the object a fix edits.
+        return Installation(
+            found.manager, found.release_name, found.release_namespace, found.owner, found.chart_version
+        )
     summary = view.summary(source)
     if isinstance(summary, HelmReleaseSummary):
         owner = summary.chart_ref if summary.chart_ref is not None else source
@@ -590,7 +596,14 @@ class Planner:
                 commands = (_patch_ocirepository(inst.owner, release.version),)
             else:
                 commands = (_patch_helmrelease(inst.owner, release.version),)
-        elif inst.manager == "helm" or ctl is None:
+        elif inst.manager in ("argocd", "k3s") and inst.owner is not None:
+            # The Application or HelmChart holds the version: a chart upgrade beside it would be undone.
+            commands = (_patch_owner(inst.owner, inst.manager, release.version),)
+        elif (
+            inst.manager == "helm"
+            or ctl is None
+            or not any(s.source.kind == DEPLOYMENT_KIND for s in ctl.sources)
+        ):
             commands = (_helm(name, release_set, release.version, namespace, install=False),)
         else:
             deployment = next(s.source for s in ctl.sources if s.source.kind == DEPLOYMENT_KIND)
@@ -716,6 +729,15 @@ def _helm(name: str, release_set: ReleaseSet, version: str, namespace: str, *, i
 def _patch_helmrelease(ref: ObjectRef, version: str) -> str:
     patch = json.dumps({"spec": {"chart": {"spec": {"version": version}}}}, separators=(",", ":"))
     return f"kubectl patch helmrelease {ref.name} -n {ref.namespace} --type merge -p '{patch}'"
+
+
+def _patch_owner(ref: ObjectRef, manager: str, version: str) -> str:
+    """An Argo CD Application's (single) source revision, or a k3s HelmChart's chart version."""
+    if manager == "argocd":
+        patch = json.dumps({"spec": {"source": {"targetRevision": version}}}, separators=(",", ":"))
+        return f"kubectl patch application {ref.name} -n {ref.namespace} --type merge -p '{patch}'"
+    patch = json.dumps({"spec": {"version": version}}, separators=(",", ":"))
+    return f"kubectl patch helmchart.helm.cattle.io {ref.name} -n {ref.namespace} --type merge -p '{patch}'"
 
 
 def _patch_ocirepository(ref: ObjectRef, version: str) -> str:

@@ -30,7 +30,7 @@ from helpers import (
 
 from .cluster import ControlPlane
 from .conftest import locate_tools, unavailable
-from .guard import REPO_ROOT, Guard
+from .guard import REPO_ROOT, Guard, register_with_the_chart
 from .test_webhook import apply, eventually
 
 pytestmark = pytest.mark.e2e
@@ -73,27 +73,8 @@ def guard(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> It
     running = Guard(tmp_path_factory.mktemp("guard"), ["--kubeconfig", str(cluster.kubeconfig)])
     try:
         running.wait_ready()
-        rendered = cluster.helm(
-            "template",
-            "crdguard",
-            str(REPO_ROOT / "charts" / "crdguard"),
-            "--namespace",
-            "crdguard",
-            "--set",
-            f"webhook.url={running.url}/validate",
-            "--set",
-            "tls.mode=existingSecret",
-            "--set",
-            "tls.existingSecret=unused-outside-cluster",
-            "--set",
-            f"tls.caBundle={running.ca_bundle}",
-            "--show-only",
-            "templates/webhook.yaml",
-        ).stdout
-        (config,) = [
-            d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ValidatingWebhookConfiguration"
-        ]
-        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(config))
+        # The chart installs its configuration empty; crdguard registers the webhooks its ConfigMap holds.
+        register_with_the_chart(cluster, running)
         # Every watch of a source kind starts once its CRD serves the version.
         eventually(
             lambda: all(guard_watch(running, name)["synced"] for name in WATCHES),
@@ -198,7 +179,7 @@ def test_audit_reads_the_new_sources_from_the_cluster(cluster: ControlPlane, gua
             cwd=REPO_ROOT,
         )
         assert audit.returncode == 1, audit.stderr
-        sources = {(c["source"]["kind"], c["source"]["name"]) for c in json.loads(audit.stdout)}
+        sources = {(c["source"]["kind"], c["source"]["name"]) for c in json.loads(audit.stdout)["conflicts"]}
         assert {("Application", "bypass"), ("HelmChart.helm.cattle.io", "bypass-k3s")} <= sources
     finally:
         cluster.kubectl("delete", "applications.argoproj.io", "bypass", "-n", "argocd")

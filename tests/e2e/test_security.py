@@ -373,7 +373,7 @@ def test_least_privilege(secure: SecurePlane, chart_token: tuple[Path, list[dict
         rec.note(source=source, synced=sorted(state["watches"]), attempts=attempts, can_i=can_i)
         rec.done(
             f"rules from {source}: get/list/watch on the judged kinds only, get/update of its own webhook "
-            f"configuration, create Events; with that token crdguard synced every type whose CRD is installed "
+            f"configuration, create Events; with that token crdguard synced every type whose CRD exists "
             f"({len(state['watches'])} watched) with 0 errors and denied the "
             f"incident; reading Secrets (cluster-wide and in its namespace), ConfigMaps and Pods: HTTP 403 "
             f"each; `kubectl auth can-i` get/list/watch secrets: no, create deployments: no"

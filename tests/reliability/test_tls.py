@@ -237,8 +237,10 @@ def _certs_from_chart_self_signed(out: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env |= {f"HELM_{kind}_HOME": str(out / "helm" / kind.lower()) for kind in ("CACHE", "CONFIG", "DATA")}
     rendered = subprocess.run(
-        [str(helm), "template", "crdguard", str(CHART), "--namespace", "crdguard-system"]
-        + ["--set", "image.repository=registry.example/crdguard"],
+        [
+            *(str(helm), "template", "crdguard", str(CHART), "--namespace", "crdguard-system"),
+            *("--set", "image.repository=registry.example/crdguard"),
+        ],
         env=env,
         check=True,
         capture_output=True,

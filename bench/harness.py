@@ -170,23 +170,27 @@ def crdguard_server(
     *,
     cluster: Path | None = None,
     kubeconfig: Path | None = None,
+    catalog_files: Sequence[Path] | None = None,
+    name: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Server:
-    """``crdguard serve`` as shipped (default flags, default log level), pinned to the server core."""
-    argv = [
-        str(VENV_BIN / "crdguard"),
-        "serve",
-        "--cert-dir",
-        str(cert_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    """``crdguard serve`` as shipped (default flags, default log level), pinned to the server core.
+
+    ``catalog_files`` replaces the packaged catalog with those files (bench/catalog_serve.py);
+    without it the packaged catalog is used, as deployed.
+    """
+    flags = ["serve", "--cert-dir", str(cert_dir), "--host", "127.0.0.1", "--port", str(port)]
     if cluster is not None:
-        argv += ["--cluster", str(cluster)]
+        flags += ["--cluster", str(cluster)]
     if kubeconfig is not None:
-        argv += ["--kubeconfig", str(kubeconfig)]
-    name = "crdguard" if kubeconfig is None else "crdguard-watch"
+        flags += ["--kubeconfig", str(kubeconfig)]
+    if catalog_files is None:
+        argv = [str(VENV_BIN / "crdguard"), *flags]
+    else:
+        only = [a for f in catalog_files for a in ("--catalog-file", str(f))]
+        argv = [sys.executable, "-m", "bench.catalog_serve", *only, "--", *flags]
+        env = {"PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    name = name or ("crdguard" if kubeconfig is None else "crdguard-watch")
     return Server(
         name,
         cores.pin(argv, cores.server),
@@ -195,19 +199,25 @@ def crdguard_server(
         "/readyz",
         cert_dir / "ca.crt",
         work / f"{name}-{port}.log",
+        env=env,
     )
 
 
-def floor_server(port: int, cert_dir: Path, work: Path, cores: Cores) -> Server:
-    argv = [sys.executable, "-m", "bench.floor", "--cert-dir", str(cert_dir), "--port", str(port)]
+def floor_server(port: int, cert_dir: Path, work: Path, cores: Cores, decode: str = "uid") -> Server:
+    """The floor (``decode="uid"``) or the json.loads reference (``decode="json-loads"``)."""
+    name = "floor" if decode == "uid" else f"floor-{decode}"
+    argv = [
+        sys.executable, "-m", "bench.floor", "--cert-dir", str(cert_dir), "--port", str(port),
+        "--decode", decode,
+    ]  # fmt: skip
     return Server(
-        "floor",
+        name,
         cores.pin(argv, cores.server),
         port,
         "/validate",
         "/healthz",
         cert_dir / "ca.crt",
-        work / "floor.log",
+        work / f"{name}.log",
         env={"PYTHONPATH": str(REPO_ROOT)},
     )
 

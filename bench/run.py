@@ -410,9 +410,7 @@ class Bench:
             large, ready = crdguard("large", big.kubeconfig, timeout=900)
             out["ready_seconds"] = round(ready, 2)
             out["ready_vs_kubectl_list"] = round(ready / out["kubectl_list_seconds"], 3)
-            log(
-                f"  crdguard ready after {ready:.1f} s; kubectl get deploy,crd -A -o json: {median(listings)} s"
-            )
+            log(f"  crdguard ready after {ready:.1f} s; kubectl get deploy,crd -A: {median(listings)} s")
             time.sleep(2)
             _, body = harness.https_request(large.port, large.ca_file, "GET", "/state")
             out["held_by_crdguard"] = json.loads(body)["objects"]

@@ -8,7 +8,6 @@ into 4xx answers that say what is wrong.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -16,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -198,10 +198,14 @@ def respond(request: AdmissionRequest, verdict: Verdict) -> bytes:
     )
 
 
+_encode_line = msgspec.json.Encoder().encode
+
+
 def _log_decision(request: AdmissionRequest, verdict: Verdict, seconds: float) -> None:
     # Names and rule ids only: never object bodies, so HelmRelease values cannot leak here.
+    # msgspec, not json.dumps: the line is written for nearly every review (a third of its cost).
     decision_log.info(
-        json.dumps(
+        _encode_line(
             {
                 "event": "admission",
                 "uid": request.uid,
@@ -217,9 +221,8 @@ def _log_decision(request: AdmissionRequest, verdict: Verdict, seconds: float) -
                     for c in verdict.denied + verdict.warned + verdict.audited
                 ],
                 "ms": round(seconds * 1000, 3),
-            },
-            separators=(",", ":"),
-        )
+            }
+        ).decode()
     )
 
 

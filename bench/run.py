@@ -719,6 +719,7 @@ def main() -> int:
     parser.add_argument("--scale-crds", type=int, default=3_000)
     parser.add_argument("--scale-helmreleases", type=int, default=2_000)
     parser.add_argument("--scale-applications", type=int, default=2_000)
+    parser.add_argument("--scale-budget", type=float, default=900, help="seconds allowed to load it")
     parser.add_argument(
         "--scale-clients", type=int, default=8, help="parallel clients loading the big cluster"
     )

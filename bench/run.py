@@ -660,7 +660,7 @@ def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
             + (
                 f"{scale['kubectl_list_seconds']:.1f} s."
                 if scale.get("kubectl_list_seconds") is not None
-                else f"more than {scale.get('kubectl_list_over_seconds', 0):.0f} s (stopped)."
+                else f"more than {scale.get('kubectl_list_over_seconds', 0):.0f} s (timed out or failed)."
             ),
         ]
     classes = details.get("classes", {})

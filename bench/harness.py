@@ -97,7 +97,6 @@ class Server:
     ca_file: Path
     log_path: Path
     env: Mapping[str, str] | None = None
-    metrics_port: int | None = None  # crdguard's plain-HTTP /metrics and /state port
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log: TextIO | None = field(default=None, repr=False)
 
@@ -143,17 +142,6 @@ class Server:
     def rss_mib(self) -> float:
         return rss_mib(self.pid)
 
-    def metrics_get(self, path: str) -> bytes:
-        """GET ``path`` (/metrics or /state) from crdguard's metrics port."""
-        if self.metrics_port is None:
-            raise BenchError(f"{self.name} has no metrics port")
-        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=30)
-        try:
-            conn.request("GET", path)
-            return conn.getresponse().read()
-        finally:
-            conn.close()
-
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -182,26 +170,27 @@ def crdguard_server(
     *,
     cluster: Path | None = None,
     kubeconfig: Path | None = None,
+    catalog_files: Sequence[Path] | None = None,
+    name: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Server:
-    """``crdguard serve`` as shipped (default flags, default log level), pinned to the server core."""
-    argv = [
-        str(VENV_BIN / "crdguard"),
-        "serve",
-        "--cert-dir",
-        str(cert_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics_port := free_port()),
-        "--enable-state-endpoint",
-    ]
+    """``crdguard serve`` as shipped (default flags, default log level), pinned to the server core.
+
+    ``catalog_files`` replaces the packaged catalog with those files (bench/catalog_serve.py);
+    without it the packaged catalog is used, as deployed.
+    """
+    flags = ["serve", "--cert-dir", str(cert_dir), "--host", "127.0.0.1", "--port", str(port)]
     if cluster is not None:
-        argv += ["--cluster", str(cluster)]
+        flags += ["--cluster", str(cluster)]
     if kubeconfig is not None:
-        argv += ["--kubeconfig", str(kubeconfig)]
-    name = "crdguard" if kubeconfig is None else "crdguard-watch"
+        flags += ["--kubeconfig", str(kubeconfig)]
+    if catalog_files is None:
+        argv = [str(VENV_BIN / "crdguard"), *flags]
+    else:
+        only = [a for f in catalog_files for a in ("--catalog-file", str(f))]
+        argv = [sys.executable, "-m", "bench.catalog_serve", *only, "--", *flags]
+        env = {"PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    name = name or ("crdguard" if kubeconfig is None else "crdguard-watch")
     return Server(
         name,
         cores.pin(argv, cores.server),
@@ -210,20 +199,25 @@ def crdguard_server(
         "/readyz",
         cert_dir / "ca.crt",
         work / f"{name}-{port}.log",
-        metrics_port=metrics_port,
+        env=env,
     )
 
 
-def floor_server(port: int, cert_dir: Path, work: Path, cores: Cores) -> Server:
-    argv = [sys.executable, "-m", "bench.floor", "--cert-dir", str(cert_dir), "--port", str(port)]
+def floor_server(port: int, cert_dir: Path, work: Path, cores: Cores, decode: str = "uid") -> Server:
+    """The floor (``decode="uid"``) or the json.loads reference (``decode="json-loads"``)."""
+    name = "floor" if decode == "uid" else f"floor-{decode}"
+    argv = [
+        sys.executable, "-m", "bench.floor", "--cert-dir", str(cert_dir), "--port", str(port),
+        "--decode", decode,
+    ]  # fmt: skip
     return Server(
-        "floor",
+        name,
         cores.pin(argv, cores.server),
         port,
         "/validate",
         "/healthz",
         cert_dir / "ca.crt",
-        work / "floor.log",
+        work / f"{name}.log",
         env={"PYTHONPATH": str(REPO_ROOT)},
     )
 

@@ -93,7 +93,10 @@ class Upstream:
     gwapi_130_exp: dict[str, Obj]
     gwapi_140_std: dict[str, Obj]
     gwapi_140_exp: dict[str, Obj]
+    gwapi_141_std: dict[str, Obj]
+    gwapi_141_exp: dict[str, Obj]
     gwapi_151_std: dict[str, Obj]
+    gwapi_151_exp: dict[str, Obj]
     kgateway_204: dict[str, Obj]
     kgateway_211: dict[str, Obj]
     inference_120: dict[str, Obj]
@@ -124,7 +127,10 @@ class Upstream:
             gwapi_130_exp=_crds(gw / "v1.3.0" / "experimental-install.yaml"),
             gwapi_140_std=_crds(gw / "v1.4.0" / "standard-install.yaml"),
             gwapi_140_exp=_crds(gw / "v1.4.0" / "experimental-install.yaml"),
+            gwapi_141_std=_crds(gw / "v1.4.1" / "standard-install.yaml"),
+            gwapi_141_exp=_crds(gw / "v1.4.1" / "experimental-install.yaml"),
             gwapi_151_std=_crds(gw / "v1.5.1" / "standard-install.yaml"),
+            gwapi_151_exp=_crds(gw / "v1.5.1" / "experimental-install.yaml"),
             kgateway_204=kgw("v2.0.4"),
             kgateway_211=kgw("v2.1.1"),
             inference_120=_crds(root / "gateway-api-inference-extension" / "v1.2.0" / "manifests.yaml"),
@@ -724,7 +730,57 @@ def build_payloads(upstream: Upstream) -> list[Payload]:
     return out
 
 
-def write_payloads(payloads: Iterable[Payload], directory: Path) -> Obj:
+# The denials run: each denied change of the incident and its variants, and beside it an allowed
+# change of the same object and about the same size, so the two classes differ only in the verdict.
+DENIAL_SHARES: dict[str, int] = {"denied": 50, "allowed-twin": 50}
+BACKENDTLSPOLICY = "backendtlspolicies.gateway.networking.k8s.io"
+
+
+def build_denials(upstream: Upstream) -> list[Payload]:
+    """The incident (v1.4.0 standard BackendTLSPolicy over kgateway 2.0.4; kgateway 2.1.1 with
+    kgateway-crds 2.0.4) and its variants, each paired with an allowed twin."""
+    out: list[Payload] = []
+
+    def add(cls: str, name: str, body: Obj) -> None:
+        body["request"]["uid"] = _uid("denials", name)
+        out.append(Payload(name, cls, body))
+
+    old_crd = upstream.gwapi_130_exp[BACKENDTLSPOLICY]
+    for tag, standard, experimental in (
+        ("140", upstream.gwapi_140_std, upstream.gwapi_140_exp),
+        ("141", upstream.gwapi_141_std, upstream.gwapi_141_exp),
+        ("151", upstream.gwapi_151_std, upstream.gwapi_151_exp),
+    ):
+        for cls, label, bundle in (("denied", "std", standard), ("allowed-twin", "exp", experimental)):
+            old, new = _update(old_crd, bundle[BACKENDTLSPOLICY], "kubectl")
+            add(cls, f"update-backendtlspolicies-{label}{tag}", review("btp", "UPDATE", new, old))
+    dep_old = kgateway_deployment("v2.0.4")
+    for cls, label, new_dep in (
+        ("denied", "upgrade-v211", kgateway_deployment("v2.1.1")),
+        ("allowed-twin", "scale", kgateway_deployment("v2.0.4", replicas=2)),
+        ("denied", "upgrade-v211-no-inference", kgateway_deployment("v2.1.1", inference=False)),
+        ("allowed-twin", "no-inference", kgateway_deployment("v2.0.4", inference=False)),
+    ):
+        old, new = _update(dep_old, new_dep, "helm-controller")
+        add(cls, f"deploy-kgateway-{label}", review("dep", "UPDATE", new, old, user="helm-controller"))
+    for cls, label, version in (("denied", "v211", "v2.1.1"), ("allowed-twin", "v204", "v2.0.4")):
+        new_dep = kgateway_deployment(version, namespace="team-c")
+        add(cls, f"deploy-kgateway-create-{label}", review("dep", "CREATE", _new(new_dep, "kubectl"), None))
+    values_204 = kgateway_values(upstream, "v2.0.4")
+    hr_old = helmrelease("kgateway", KGATEWAY_NS, "kgateway", "v2.0.4", values_204, "kgateway")
+    for cls, label, version, values in (
+        ("denied", "upgrade-v211", "v2.1.1", kgateway_values(upstream, "v2.1.1")),
+        ("allowed-twin", "values-change", "v2.0.4", {**values_204, "replicaCount": 2}),
+    ):
+        new_hr = helmrelease("kgateway", KGATEWAY_NS, "kgateway", version, values, "kgateway")
+        old, new = _update(hr_old, new_hr, "flux")
+        add(cls, f"hr-kgateway-{label}", review("hr", "UPDATE", new, old, user="flux"))
+    return out
+
+
+def write_payloads(
+    payloads: Iterable[Payload], directory: Path, shares: Mapping[str, int] = CLASS_SHARES
+) -> Obj:
     """Bodies as ``<name>.json``, and ``manifest.json`` (file, class, weight, uid, bytes) for the loadgen."""
     directory.mkdir(parents=True, exist_ok=True)
     payloads = list(payloads)
@@ -740,14 +796,14 @@ def write_payloads(payloads: Iterable[Payload], directory: Path) -> Obj:
                 "file": f"{p.name}.json",
                 "class": p.cls,
                 # Every class gets its share of the requests whatever its number of payloads.
-                "weight": max(1, round(CLASS_SHARES[p.cls] * 1200 / per_class[p.cls])),
+                "weight": max(1, round(shares[p.cls] * 1200 / per_class[p.cls])),
                 "uid": p.uid,
                 "bytes": len(body),
                 "operation": p.review["request"]["operation"],
                 "kind": p.review["request"]["kind"]["kind"],
             }
         )
-    manifest = {"shares": CLASS_SHARES, "payloads": entries}
+    manifest = {"shares": dict(shares), "payloads": entries}
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest
 

@@ -1,4 +1,8 @@
-"""docs/bench.png from bench/results/details.json: latency against offered load, three servers.
+"""docs/bench.png and docs/bench-scale.png from bench/results/details.json.
+
+bench.png: latency against offered load (crdguard, the floor, OPA) and every server's maximum
+throughput; bench-scale.png: the cost of one review against the size of the cluster crdguard
+follows (measured while the big cluster was loaded into a real kube-apiserver).
 
 Needs matplotlib (the ``bench`` extra); run by bench/run.sh after bench/run.py.
 """
@@ -15,7 +19,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-COLORS = {"crdguard": "#1f77b4", "floor": "#7f7f7f", "opa": "#d62728"}
+COLORS = {
+    "crdguard": "#1f77b4",
+    "crdguard-kgateway": "#17becf",
+    "floor": "#7f7f7f",
+    "floor-json-loads": "#bcbd22",
+    "opa": "#d62728",
+}
 
 
 def plot(details: dict, out: Path) -> None:
@@ -35,6 +45,7 @@ def plot(details: dict, out: Path) -> None:
     names = list(details["throughput"])
     values = [details["throughput"][n]["rps"] for n in names]
     bars.bar(names, values, color=[COLORS[n] for n in names])
+    bars.tick_params(axis="x", labelrotation=30, labelsize=7)
     for i, v in enumerate(values):
         bars.text(i, v, f"{v:.0f}", ha="center", va="bottom", fontsize=9)
     bars.set_title("Maximum throughput (closed loop)")
@@ -52,13 +63,42 @@ def plot(details: dict, out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def plot_scale(details: dict, out: Path) -> bool:
+    """Microseconds per review (closed loop, the mix) against the objects crdguard holds."""
+    points = (details.get("scale") or {}).get("cost_by_size") or []
+    if not points:
+        return False
+    fig, cost = plt.subplots(figsize=(7, 4))
+    x = [p["deployments_created"] for p in points]
+    cost.plot(x, [p["us_per_review"] for p in points], "o-", color=COLORS["crdguard"], label="µs per review")
+    cost.set_xlabel(
+        f"Deployments in the cluster (besides: {details['scale']['described'].split(', ', 1)[1]})"
+    )
+    cost.set_ylabel("µs per review (1 / max rps, the mix)")
+    cost.set_ylim(bottom=0)
+    cost.grid(True, alpha=0.3)
+    rss = cost.twinx()
+    rss.plot(x, [p["rss_mib"] for p in points], "s--", color="#ff7f0e", label="RSS (MiB)")
+    rss.set_ylabel("RSS (MiB)")
+    rss.set_ylim(bottom=0)
+    cost.set_title("Review cost against cluster size (real kube-apiserver, list+watch)")
+    fig.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--details", type=Path, default=REPO_ROOT / "bench" / "results" / "details.json")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "bench.png")
     args = parser.parse_args()
-    plot(json.loads(args.details.read_text()), args.out)
+    details = json.loads(args.details.read_text())
+    plot(details, args.out)
     print(f"wrote {args.out}")
+    scale_out = args.out.with_name("bench-scale.png")
+    if plot_scale(details, scale_out):
+        print(f"wrote {scale_out}")
 
 
 if __name__ == "__main__":

@@ -35,15 +35,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import apply_e2e, harness, payloads
+from bench import apply_e2e, bigcluster, harness, payloads
 from bench.harness import BenchError, Cores, LoadGen, Server
 from bench.opa_data import opa_data
 from webhook.catalogs import load_catalog
 
 RESULTS = harness.BENCH_DIR / "results"
 README = harness.BENCH_DIR / "README.md"
-SERVERS = ("crdguard", "floor", "opa")
-SCALE = {"crds": 5000, "deployments": 5000, "helmreleases": 1000}
+# crdguard: as shipped, the packaged catalog; crdguard-kgateway: only kgateway's catalog file, the
+# rules bench/opa/crdguard.rego implements; floor: the stack and a msgspec decode of request.uid;
+# floor-json-loads: the stack and json.loads of the whole review.
+SERVERS = ("crdguard", "crdguard-kgateway", "floor", "floor-json-loads", "opa")
+CURVE_SERVERS = ("crdguard", "floor", "opa")  # latency against offered load
 
 
 def log(message: str) -> None:
@@ -63,6 +66,9 @@ class Bench:
             "errors": dict.fromkeys(SERVERS, 0),
             "dropped": dict.fromkeys(SERVERS, 0),
         }
+        # Development only: a synthetic catalog beside kgateway's stands in for the full one
+        # (bench/catalog_serve.py); a run with it is marked and its numbers are not results.
+        self.full_catalog_files: list[Path] | None = None
         self.catalog = load_catalog()
 
     # -- setup ------------------------------------------------------------------------------------
@@ -102,13 +108,55 @@ class Bench:
             for e in self.manifest["payloads"]
         ]
         self.details["class_shares_percent"] = payloads.CLASS_SHARES
+        self.denials_dir = self.work / "payloads-denials"
+        self.denials_manifest = payloads.write_payloads(
+            payloads.build_denials(self.upstream), self.denials_dir, payloads.DENIAL_SHARES
+        )
+        self.denials_loadgen = LoadGen(loadgen, self.denials_dir, self.cert_dir / "ca.crt", self.cores)
+        if self.args.catalog_standin:
+            standin = self.work / "standin-catalog.yaml"
+            subprocess.run(
+                [sys.executable, "-m", "bench.catalog_serve", "--write-standin", str(standin),
+                 "--components", str(self.args.catalog_standin)],
+                check=True, env={**os.environ, "PYTHONPATH": str(harness.REPO_ROOT)},
+            )  # fmt: skip
+            self.full_catalog_files = [
+                harness.BENCH_DIR.parent / "webhook/rules/catalog/kgateway.yaml",
+                standin,
+            ]
+        full = load_catalog([str(f) for f in self.full_catalog_files or ()])
+        self.details["catalogs"] = {
+            "full": {
+                "source": "stand-in (development only)" if self.full_catalog_files else "packaged",
+                "components": len(full.components),
+                "rules": len(full.rules),
+            },
+            "kgateway_only": {"components": len(self.catalog.components), "rules": len(self.catalog.rules)},
+        }
 
     def start_servers(self) -> dict[str, Server]:
         servers = {
             "crdguard": harness.crdguard_server(
-                harness.free_port(), self.cert_dir, self.work, self.cores, cluster=self.cluster_dir
+                harness.free_port(),
+                self.cert_dir,
+                self.work,
+                self.cores,
+                cluster=self.cluster_dir,
+                catalog_files=self.full_catalog_files,
+            ),
+            "crdguard-kgateway": harness.crdguard_server(
+                harness.free_port(),
+                self.cert_dir,
+                self.work,
+                self.cores,
+                cluster=self.cluster_dir,
+                catalog_files=[Path("kgateway.yaml")],
+                name="crdguard-kgateway",
             ),
             "floor": harness.floor_server(harness.free_port(), self.cert_dir, self.work, self.cores),
+            "floor-json-loads": harness.floor_server(
+                harness.free_port(), self.cert_dir, self.work, self.cores, decode="json-loads"
+            ),
             "opa": harness.opa_server(
                 self.opa, harness.free_port(), self.cert_dir, self.opa_data_dir, self.work, self.cores
             ),
@@ -131,16 +179,23 @@ class Bench:
         passes = {name: self.loadgen.verdicts(s.url) for name, s in servers.items()}
         for name, report in passes.items():
             self.details["errors"][name] += report["errors"]
-        mismatches = harness.compare_verdicts(passes["crdguard"], passes["opa"])
+        # OPA implements kgateway's rules only: it is held to the crdguard that has only those.
+        mismatches = harness.compare_verdicts(passes["crdguard-kgateway"], passes["opa"])
         verdicts = {v["file"]: v["allowed"] for v in passes["crdguard"]["verdicts"]}
         self.details["verdicts"] = {
             "crdguard_vs_opa_mismatches": mismatches,
+            "full_vs_kgateway_only_differences": harness.compare_verdicts(
+                passes["crdguard"], passes["crdguard-kgateway"]
+            ),
             "denied": sorted(f for f, allowed in verdicts.items() if allowed is False),
             "payloads": len(verdicts),
         }
         if mismatches:
             raise BenchError(f"crdguard and OPA disagree: {mismatches}")
-        log(f"  {len(verdicts)} payloads, {len(self.details['verdicts']['denied'])} denied, crdguard == OPA")
+        log(
+            f"  {len(verdicts)} payloads, {len(self.details['verdicts']['denied'])} denied, "
+            "crdguard (kgateway rules) == OPA"
+        )
 
     def throughput(self, servers: dict[str, Server]) -> dict[str, dict[str, Any]]:
         a = self.args
@@ -167,11 +222,12 @@ class Bench:
 
     def latency(self, servers: dict[str, Server], crdguard_max: float) -> dict[str, Any]:
         a = self.args
-        curve: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        curve: dict[str, list[dict[str, Any]]] = {name: [] for name in CURVE_SERVERS}
         for fraction in a.loads:
             rate = round(crdguard_max * fraction, 1)
             repeats = a.rounds if fraction == 0.5 else 1
-            for name, server in servers.items():
+            for name in CURVE_SERVERS:
+                server = servers[name]
                 reports = [
                     self.load(
                         server,
@@ -204,14 +260,17 @@ class Bench:
         return curve
 
     def per_class(self, servers: dict[str, Server]) -> dict[str, Any]:
+        """Every class alone on crdguard and the floor; the smallest and largest on every server."""
         sizes = {}
         for cls, entries in payloads.iter_classes(self.manifest):
             sizes[cls] = sum(e["bytes"] for e in entries) / len(entries)
-        smallest, largest = min(sizes, key=sizes.__getitem__), max(sizes, key=sizes.__getitem__)
+        ends = {min(sizes, key=sizes.__getitem__), max(sizes, key=sizes.__getitem__)}
         out: dict[str, Any] = {}
-        for cls in dict.fromkeys([smallest, largest]):
+        for cls in sorted(sizes, key=sizes.__getitem__):
             out[cls] = {"mean_bytes": round(sizes[cls])}
             for name, server in servers.items():
+                if name not in ("crdguard", "floor") and cls not in ends:
+                    continue
                 report = self.load(
                     server, name, "closed", conns=self.args.conns,
                     duration=f"{self.args.class_duration}s", warmup="1s",
@@ -221,69 +280,166 @@ class Bench:
                 log(f"  class {cls} {name}: {report['rps']:.0f} rps")
         return out
 
-    def scale(self) -> dict[str, Any]:
-        """crdguard fed through the watch cache, with the scenario only and with a large cluster."""
+    def denials(self, crdguard: Server) -> dict[str, Any]:
+        """Denied changes (with their fixes) against allowed twins of the same objects, on crdguard."""
         a = self.args
-        states: dict[str, dict[str, Any]] = {}
-        fakes: list[subprocess.Popen[bytes]] = []
-        servers: dict[str, Server] = {}
+        passes = self.denials_loadgen.verdicts(crdguard.url)
+        self.details["errors"]["crdguard"] += passes["errors"]
+        wrong = [v["file"] for v in passes["verdicts"] if v["allowed"] is not (v["file"] in self._twins())]
+        if wrong:
+            raise BenchError(f"denials run: unexpected verdicts on {wrong}")
+        runs: dict[str, list[dict[str, Any]]] = {"denied": [], "allowed-twin": []}
+        for round_ in range(a.rounds):
+            order = ("denied", "allowed-twin") if round_ % 2 == 0 else ("allowed-twin", "denied")
+            for cls in order:
+                report = self.denials_loadgen.run(
+                    crdguard.url, "closed", conns=a.conns, duration=f"{a.class_duration}s", warmup="1s",
+                    **{"class": cls},
+                )  # fmt: skip
+                self.details["errors"]["crdguard"] += report["errors"]
+                runs[cls].append(report)
+                log(f"  denials round {round_ + 1}/{a.rounds} {cls}: {report['rps']:.0f} rps")
+        denied_max = median([r["rps"] for r in runs["denied"]])
+        rate = round(denied_max * 0.5, 1)
+        half = [
+            self.denials_loadgen.run(
+                crdguard.url, "open", rate=rate, conns=a.open_conns, duration=f"{a.open_duration}s",
+                warmup="2s", **{"class": "denied"},
+            )
+            for _ in range(a.rounds)
+        ]  # fmt: skip
+        for report in half:
+            self.details["errors"]["crdguard"] += report["errors"]
+        p99 = median([r["p99_ms"] for r in half])
+        log(f"  denied at {rate:.0f} rps (50% of its max): p99 {p99} ms")
+        sizes = {
+            cls: round(statistics.mean(e["bytes"] for e in entries))
+            for cls, entries in payloads.iter_classes(self.denials_manifest)
+        }
+        return {
+            "denied_rps": denied_max,
+            "allowed_twin_rps": median([r["rps"] for r in runs["allowed-twin"]]),
+            "mean_bytes": sizes,
+            "denied_at_50pct": {
+                "offered_rps": rate,
+                "p50_ms": median([r["p50_ms"] for r in half]),
+                "p99_ms": p99,
+            },
+            "runs": runs,
+        }
+
+    def _twins(self) -> set[str]:
+        return {e["file"] for e in self.denials_manifest["payloads"] if e["class"] == "allowed-twin"}
+
+    def scale(self) -> dict[str, Any]:
+        """crdguard following real kube-apiservers by list+watch: the scenario only, and a big cluster."""
+        a = self.args
+        bins = apply_e2e.kube_bin_dir()
+        if bins is None:
+            return {"skipped": "control-plane binaries not built (bash hack/kube-tools.sh k8s)"}
+        plane = apply_e2e._cluster_module().ControlPlane
+        counts = bigcluster.Counts(
+            deployments=a.scale_deployments, controllers=min(200, a.scale_deployments), crds=a.scale_crds,
+            helmreleases=a.scale_helmreleases, applications=a.scale_applications,
+        )  # fmt: skip
+        out: dict[str, Any] = {"described": counts.describe()}
+        planes = []
+        servers: list[Server] = []
+
+        def crdguard(label: str, kubeconfig: Path, timeout: float = 120) -> tuple[Server, float]:
+            server = harness.crdguard_server(
+                harness.free_port(), self.cert_dir, self.work, self.cores,
+                kubeconfig=kubeconfig, name=f"crdguard-{label}",
+            )  # fmt: skip
+            servers.append(server)
+            started = time.monotonic()
+            server.start(timeout=timeout)
+            return server, time.monotonic() - started
+
         try:
-            for label, counts in (("empty", dict.fromkeys(SCALE, 0)), ("large", SCALE)):
-                kubeconfig = self.work / f"kubeconfig-{label}"
-                port = harness.free_port()
-                argv = [
-                    sys.executable, "-m", "bench.fakeapi",
-                    "--port", str(port), "--kubeconfig", str(kubeconfig),
-                    *(f"--{k}={v}" for k, v in counts.items()),
-                ]  # fmt: skip
-                fake = subprocess.Popen(
-                    self.cores.pin(argv, self.cores.loadgen),
-                    stdout=subprocess.PIPE,
-                    stderr=(self.work / f"fakeapi-{label}.log").open("w"),
-                    env={**os.environ, "PYTHONPATH": str(harness.REPO_ROOT)},
+            clients = []
+            for _ in ("empty", "large"):
+                cp = plane(bins, startup_timeout=180)
+                planes.append(cp)
+                cp.start()
+                client = bigcluster.Client(
+                    "127.0.0.1", cp.apiserver_port, cp._admin_ssl_context(), a.scale_clients
                 )
-                fakes.append(fake)
-                assert fake.stdout is not None
-                line = fake.stdout.readline()
-                if not line:
-                    raise BenchError(f"fake API server ({label}) failed; see {self.work}/fakeapi-{label}.log")
-                served = json.loads(line)["objects"]
-                server = harness.crdguard_server(
-                    harness.free_port(), self.cert_dir, self.work, self.cores, kubeconfig=kubeconfig
+                bigcluster.load_scenario(client, self.upstream)
+                clients.append(client)
+            small, big = planes
+            empty, _ = crdguard("empty", small.kubeconfig)
+            time.sleep(2)
+            out["rss_idle"] = empty.rss_mib()
+            growing, _ = crdguard("growing", big.kubeconfig)
+            cost: list[dict[str, Any]] = []
+
+            def checkpoint(deployments: int) -> None:
+                time.sleep(2)  # let the watch catch up before timing reviews
+                report = self.load(
+                    growing, "crdguard", "closed", conns=a.conns, duration=f"{a.class_duration}s", warmup="1s"
                 )
-                server.name = f"crdguard-{label}"
-                started = time.monotonic()
-                server.start(timeout=600)
-                ingest = time.monotonic() - started
-                time.sleep(2)
-                state = json.loads(server.metrics_get("/state"))
-                states[label] = {
-                    "served_by_fake_api": served,
-                    "held_by_crdguard": state["objects"],
-                    "ready_after_seconds": round(ingest, 1),
-                    "rss_mib_after_ingest": server.rss_mib(),
-                }
-                servers[label] = server
-                log(
-                    f"  {label}: ready after {ingest:.1f}s, "
-                    f"RSS {states[label]['rss_mib_after_ingest']} MiB, {state['objects']}"
-                )
+                _, body = harness.https_request(growing.port, growing.ca_file, "GET", "/state")
+                held = json.loads(body)["objects"]
+                cost.append({
+                    "deployments_created": deployments, "held_by_crdguard": held, "rps": report["rps"],
+                    "us_per_review": round(1e6 / report["rps"], 1) if report["rps"] else None,
+                    "p99_ms": report["p99_ms"], "rss_mib": growing.rss_mib(),
+                })  # fmt: skip
+                log(f"  {deployments} Deployments: {report['rps']:.0f} rps, RSS {cost[-1]['rss_mib']} MiB")
+
+            log(f"  loading {counts.describe()} ({a.scale_clients} parallel clients)")
+            out["setup"] = bigcluster.load_big(
+                clients[1], self.upstream, counts, checkpoint, budget=a.scale_budget
+            )
+            log(f"  loaded in {out['setup']['seconds']} s ({out['setup']['objects_per_second']} objects/s)")
+            if out["setup"]["failed"]:
+                log(f"  {out['setup']['failed']} creations failed, e.g. {out['setup']['failures'][:2]}")
+            out["cost_by_size"] = cost
+            growing.stop()
+            # Once: on a loaded 2-core machine one listing of 50,000 Deployments took kubectl over 9 minutes.
+            started = time.monotonic()
+            try:
+                subprocess.run(
+                    [str(bins / "kubectl"), "--kubeconfig", str(big.kubeconfig), "get", "deploy,crd", "-A",
+                     "-o", "json", "--request-timeout=0"],
+                    stdout=subprocess.DEVNULL, check=True, timeout=a.kubectl_timeout,
+                )  # fmt: skip
+                out["kubectl_list_seconds"] = round(time.monotonic() - started, 2)
+            except subprocess.TimeoutExpired:
+                out["kubectl_list_seconds"] = None
+                out["kubectl_list_over_seconds"] = a.kubectl_timeout
+                log(f"  kubectl get deploy,crd -A -o json did not finish in {a.kubectl_timeout:.0f} s")
+            except subprocess.CalledProcessError:
+                # Seen on the loaded machine: the listing outlived the API server's compaction window
+                # and its continue token expired (410). kubectl failed after that long.
+                out["kubectl_list_seconds"] = None
+                out["kubectl_list_over_seconds"] = round(time.monotonic() - started, 2)
+                log(f"  kubectl get deploy,crd -A -o json failed after {out['kubectl_list_over_seconds']} s")
+            large, ready = crdguard("large", big.kubeconfig, timeout=900)
+            out["ready_seconds"] = round(ready, 2)
+            listed = out["kubectl_list_seconds"]
+            # Unfinished listing: the ratio is at most ready / the time kubectl was given.
+            out["ready_vs_kubectl_list"] = round(ready / (listed or out["kubectl_list_over_seconds"]), 3)
+            log(f"  crdguard ready after {ready:.1f} s; kubectl get deploy,crd -A: {listed} s")
+            time.sleep(2)
+            _, body = harness.https_request(large.port, large.ca_file, "GET", "/state")
+            out["held_by_crdguard"] = json.loads(body)["objects"]
+            rss_large = large.rss_mib()
             runs: dict[str, list[dict[str, Any]]] = {"empty": [], "large": []}
+            by_label = {"empty": empty, "large": large}
             for round_ in range(a.rounds):
                 for label in ("empty", "large") if round_ % 2 == 0 else ("large", "empty"):
                     report = self.load(
-                        servers[label],
-                        "crdguard",
-                        "closed",
-                        conns=a.conns,
-                        duration=f"{a.duration}s",
-                        warmup="2s",
-                    )
+                        by_label[label], "crdguard", "closed", conns=a.conns,
+                        duration=f"{a.duration}s", warmup="2s",
+                    )  # fmt: skip
                     runs[label].append(report)
                     log(f"  scale round {round_ + 1}/{a.rounds} {label}: {report['rps']:.0f} rps")
-            large = servers["large"]
             reviews = sum(r["requests"] for r in runs["large"])
-            rss_samples = [{"reviews": reviews, "rss_mib": large.rss_mib()}]
+            warm = large.rss_mib()
+            out["warmup_reviews"] = reviews
+            samples = [{"reviews": reviews, "rss_mib": warm}]
             log(f"  sending {max(0, a.reviews - reviews)} more reviews to the large-state crdguard")
             chunk = max(1, a.reviews // 4)
             while reviews < a.reviews:
@@ -292,30 +448,26 @@ class Bench:
                     requests=min(chunk, a.reviews - reviews), duration="1000s", timeout=1200,
                 )  # fmt: skip
                 reviews += report["requests"]
-                rss_samples.append({"reviews": reviews, "rss_mib": large.rss_mib()})
-                log(f"  {reviews} reviews: RSS {rss_samples[-1]['rss_mib']} MiB")
+                samples.append({"reviews": reviews, "rss_mib": large.rss_mib()})
+                log(f"  {reviews} reviews: RSS {samples[-1]['rss_mib']} MiB")
             time.sleep(2)
             after = large.rss_mib()
-            log(f"  RSS after {reviews} reviews: {after} MiB")
-            return {
-                "states": states,
-                "empty_rps": median([r["rps"] for r in runs["empty"]]),
-                "large_rps": median([r["rps"] for r in runs["large"]]),
-                "runs": runs,
-                "reviews_to_large": reviews,
-                "rss_mib_samples_large": rss_samples,
-                "rss_mib": {
-                    "idle": states["empty"]["rss_mib_after_ingest"],
-                    "large_state": states["large"]["rss_mib_after_ingest"],
-                    "after_100k_reviews": after,
-                },
-            }
+            out.update(
+                empty_rps=median([r["rps"] for r in runs["empty"]]),
+                large_rps=median([r["rps"] for r in runs["large"]]),
+                runs=runs,
+                reviews_to_large=reviews,
+                rss_mib_samples_large=samples,
+                rss_mib={"idle": out["rss_idle"], "large_state": rss_large, "after_warmup": warm,
+                         "after_100k_reviews": after},
+                audit={"measured": False, "why": "continuous audit (branch platform) is not in this build"},
+            )  # fmt: skip
+            return out
         finally:
-            for server in servers.values():
+            for server in servers:
                 server.stop()
-            for fake in fakes:
-                fake.terminate()
-                fake.wait(10)
+            for cp in planes:
+                cp.close()
 
     # -- the whole run ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -330,17 +482,16 @@ class Bench:
             crdguard_max = self.details["throughput"]["crdguard"]["rps"]
             log(f"latency at fixed offered loads (open loop), crdguard max {crdguard_max:.0f} rps")
             self.details["latency"] = self.latency(servers, crdguard_max)
-            log("payload classes on their own: smallest and largest")
+            log("payload classes on their own: every class on crdguard and the floor")
             self.details["classes"] = self.per_class(servers)
+            log("denials: denied changes with their fixes vs allowed twins, on crdguard")
+            self.details["denials"] = self.denials(servers["crdguard"])
             self.details["rss_mib_static_scenario_after_load"] = {n: s.rss_mib() for n, s in servers.items()}
         finally:
             for server in servers.values():
                 server.stop()
         if not self.args.skip_scale:
-            log(
-                "scale: crdguard fed by list+watch, scenario only "
-                "vs 5,000 CRDs + 5,000 Deployments + 1,000 HelmReleases"
-            )
+            log("scale: crdguard following real kube-apiservers, the scenario only and a big cluster")
             self.details["scale"] = self.scale()
         if not self.args.skip_e2e:
             log(
@@ -366,41 +517,64 @@ def step(fn: Callable[[], None], what: str) -> None:
     fn()
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
 def summary(details: dict[str, Any]) -> dict[str, Any]:
-    """latest.json: exactly the keys issue 4 lists. p50/p99 at 50% of crdguard's maximum load."""
+    """latest.json: issue 4's keys and issue 10's. p50/p99 at 50% of crdguard's maximum load."""
     half = {
         name: next(p for p in details["latency"][name] if p["fraction_of_crdguard_max"] == 0.5)
-        for name in SERVERS
+        for name in CURVE_SERVERS
     }
     out: dict[str, Any] = {}
     for name in SERVERS:
-        out[name] = {
-            "rps": details["throughput"][name]["rps"],
-            "p50_ms": half[name]["p50_ms"],
-            "p99_ms": half[name]["p99_ms"],
-            "errors": details["errors"][name],
-        }
-    scale = details.get("scale")
+        out[name] = {"rps": details["throughput"][name]["rps"], "errors": details["errors"][name]}
+        if name in half:
+            out[name].update(p50_ms=half[name]["p50_ms"], p99_ms=half[name]["p99_ms"])
+    classes = details.get("classes", {})
+    per_class = {
+        cls: _ratio(row["crdguard"]["rps"], row["floor"]["rps"])
+        for cls, row in classes.items()
+        if "crdguard" in row and "floor" in row
+    }
+    scale = details.get("scale") or {}
     apply = details.get("apply") or {}
+    denials = details.get("denials") or {}
     out["ratios"] = {
-        "crdguard_vs_floor_rps": round(out["crdguard"]["rps"] / out["floor"]["rps"], 3),
-        "crdguard_vs_opa_rps": round(out["crdguard"]["rps"] / out["opa"]["rps"], 3),
-        "opa_vs_crdguard_p99": round(out["opa"]["p99_ms"] / out["crdguard"]["p99_ms"], 3),
-        "large_state_vs_empty_rps": round(scale["large_rps"] / scale["empty_rps"], 3) if scale else None,
+        "crdguard_vs_floor_rps": _ratio(out["crdguard"]["rps"], out["floor"]["rps"]),
+        "crdguard_vs_floor_rps_min_class": min(
+            (v for v in per_class.values() if v is not None), default=None
+        ),
+        "crdguard_vs_floor_rps_per_class": per_class,
+        "crdguard_vs_floor_json_loads_rps": _ratio(out["crdguard"]["rps"], out["floor-json-loads"]["rps"]),
+        "full_catalog_vs_kgateway_only_rps": _ratio(out["crdguard"]["rps"], out["crdguard-kgateway"]["rps"]),
+        "denied_vs_allowed_rps": _ratio(denials.get("denied_rps"), denials.get("allowed_twin_rps")),
+        # OPA implements kgateway's rules only: compared with the crdguard that has only those.
+        "crdguard_vs_opa_rps": _ratio(out["crdguard-kgateway"]["rps"], out["opa"]["rps"]),
+        "opa_vs_crdguard_p99": _ratio(out["opa"]["p99_ms"], out["crdguard"]["p99_ms"]),
+        "ready_vs_kubectl_list": scale.get("ready_vs_kubectl_list"),
+        "large_state_vs_empty_rps": _ratio(scale.get("large_rps"), scale.get("empty_rps")),
         "apply_with_vs_without_webhook": round(apply["with_vs_without"], 3)
         if "with_vs_without" in apply
         else None,
     }
-    out["rss_mib"] = (
-        scale["rss_mib"] if scale else {"idle": None, "large_state": None, "after_100k_reviews": None}
-    )
+    out["latency_ms"] = {"denied_p99_at_50pct": (denials.get("denied_at_50pct") or {}).get("p99_ms")}
+    out["rss_mib"] = scale.get("rss_mib") or {"idle": None, "large_state": None, "after_100k_reviews": None}
+    out["audit"] = scale.get("audit") or {"measured": False}
+    out["catalogs"] = details.get("catalogs")
+    out["crdguard"]["errors"] = details["errors"]["crdguard"]
     return out
 
 
 TARGETS = (
-    ("crdguard_vs_floor_rps", ">=", 0.85),
+    ("crdguard_vs_floor_rps", ">=", 0.90),
+    ("crdguard_vs_floor_rps_min_class", ">=", 0.80),
+    ("full_catalog_vs_kgateway_only_rps", ">=", 0.95),
+    ("denied_vs_allowed_rps", ">=", 0.5),
     ("crdguard_vs_opa_rps", ">=", 1.0),
     ("opa_vs_crdguard_p99", ">=", 1.0),
+    ("ready_vs_kubectl_list", "<=", 2.0),
     ("large_state_vs_empty_rps", ">=", 0.9),
     ("apply_with_vs_without_webhook", "<=", 1.15),
 )
@@ -413,51 +587,112 @@ def _met(value: float | None, op: str, target: float) -> str:
     return "met" if ok else "**missed**"
 
 
+def _cell(value: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
 def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
     env = details["environment"]
+    catalogs = details.get("catalogs") or {}
+    full = catalogs.get("full") or {}
     lines = [
         f"Last run: {env['started']}, {env['seconds']} s, OPA {env['opa']}, Python {env['python']}, "
         f"{env['cpus']} CPUs (load generator on CPU {env['pinned']['loadgen']}, each server on CPU "
-        f"{env['pinned']['server']}); load average {env['load_average_at_start'][0]:.1f} at the start.",
+        f"{env['pinned']['server']}); load average {env['load_average_at_start'][0]:.1f} at the start, "
+        f"{env['load_average_at_end'][0]:.1f} at the end.",
+        "",
+        f"Full catalog: {full.get('source')}, {full.get('components')} components, "
+        f"{full.get('rules')} rules; kgateway only: {catalogs.get('kgateway_only', {}).get('rules')} rules.",
         "",
         "| server | max rps (mix) | p50 ms at 50% load | p99 ms at 50% load | errors |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name in SERVERS:
         r = result[name]
-        lines.append(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} |")
+        p50, p99 = _cell(r.get("p50_ms")), _cell(r.get("p99_ms"))
+        lines.append(f"| {name} | {r['rps']:.0f} | {p50} | {p99} | {r['errors']} |")
     lines += ["", "| ratio | value | target | |", "| --- | ---: | ---: | --- |"]
     for key, op, target in TARGETS:
         value = result["ratios"][key]
-        shown = f"{value:.3f}" if value is not None else "n/a"
-        lines.append(f"| `{key}` | {shown} | {op} {target} | {_met(value, op, target)} |")
+        lines.append(f"| `{key}` | {_cell(value, '.3f')} | {op} {target} | {_met(value, op, target)} |")
+    denied_p99 = result["latency_ms"]["denied_p99_at_50pct"]
+    lines.append(
+        f"| `latency_ms.denied_p99_at_50pct` | {_cell(denied_p99)} | <= 25 | {_met(denied_p99, '<=', 25)} |"
+    )
+    audit = result.get("audit") or {}
+    lines.append(
+        "| continuous audit current within 2 s at 50 changes/s | "
+        + ("n/a | | not measured (continuous audit is not in this build) |" if not audit.get("measured") else
+           f"{audit['lag_p99_s']:.2f} s | <= 2 | {_met(audit['lag_p99_s'], '<=', 2)} |")
+    )  # fmt: skip
     rss = result["rss_mib"]
-    if rss["large_state"] is not None:
-        growth = (rss["after_100k_reviews"] - rss["large_state"]) / rss["large_state"]
+    scale = details.get("scale") or {}
+    if rss.get("large_state") is not None:
+        warm = rss["after_warmup"]
+        growth = (rss["after_100k_reviews"] - warm) / warm
         lines += [
             "",
             "| RSS of `crdguard serve` (MiB) | value | target | |",
             "| --- | ---: | ---: | --- |",
             f"| idle (scenario only, synced) | {rss['idle']:.1f} | | |",
-            "| large state (5,000 CRDs + 5,000 Deployments + 1,000 HelmReleases) "
-            f"| {rss['large_state']:.1f} | <= 150 "
-            f"| {'met' if rss['large_state'] <= 150 else '**missed**'} |",
-            f"| after 100,000 reviews | {rss['after_100k_reviews']:.1f} ({growth:+.1%}) | within 5% "
-            f"| {'met' if abs(growth) <= 0.05 else '**missed**'} |",
+            f"| large state ({scale.get('described', '')}), synced | {rss['large_state']:.1f} | <= 150 "
+            f"| {_met(rss['large_state'], '<=', 150)} |",
+            f"| after warm-up ({scale.get('warmup_reviews', 0):,} reviews) | {warm:.1f} | | |",
+            f"| after {scale.get('reviews_to_large', 0):,} reviews | {rss['after_100k_reviews']:.1f} "
+            f"({growth:+.1%}) | within 5% | {_met(abs(growth), '<=', 0.05)} |",
+        ]
+    if scale.get("setup"):
+        st = scale["setup"]
+        lines += [
+            "",
+            f"Big cluster on a real kube-apiserver: {scale.get('described')}; "
+            f"created in {st['seconds']:.0f} s "
+            f"({st['objects_per_second']:.0f} objects/s, {st['clients']} parallel clients"
+            + (
+                f"; {st['skipped_over_budget']:,} objects not created: the {st['budget_seconds']:.0f} s "
+                "budget ran out"
+                if st.get("skipped_over_budget")
+                else ""
+            )
+            + "). "
+            f"crdguard ready after {scale['ready_seconds']:.1f} s; "
+            "`kubectl get deploy,crd -A -o json > /dev/null` took "
+            + (
+                f"{scale['kubectl_list_seconds']:.1f} s."
+                if scale.get("kubectl_list_seconds") is not None
+                else f"more than {scale.get('kubectl_list_over_seconds', 0):.0f} s (timed out or failed)."
+            ),
         ]
     classes = details.get("classes", {})
     if classes:
         lines += [
             "",
-            "| payload class alone (max rps) | mean body | crdguard | floor | opa |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            "| payload class alone (max rps) | mean body | crdguard | floor | crdguard / floor "
+            "| floor-json-loads | opa |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for cls, row in classes.items():
+
+            def rps(name: str, row: dict[str, Any] = row) -> str:
+                return f"{row[name]['rps']:.0f}" if name in row else ""
+
+            ratio = result["ratios"]["crdguard_vs_floor_rps_per_class"].get(cls)
             lines.append(
-                f"| {cls} | {row['mean_bytes'] / 1024:.0f} KiB | {row['crdguard']['rps']:.0f} "
-                f"| {row['floor']['rps']:.0f} "
-                f"| {row['opa']['rps']:.0f} |"
+                f"| {cls} | {row['mean_bytes'] / 1024:.0f} KiB | {rps('crdguard')} | {rps('floor')} "
+                f"| {_cell(ratio, '.3f')} | {rps('floor-json-loads')} | {rps('opa')} |"
             )
+    denials = details.get("denials") or {}
+    if denials:
+        sizes = denials["mean_bytes"]
+        at_half = denials["denied_at_50pct"]
+        lines += [
+            "",
+            f"Denials (crdguard, closed loop): denied changes {denials['denied_rps']:.0f} rps "
+            f"(mean body {sizes['denied'] / 1024:.0f} KiB), their allowed twins "
+            f"{denials['allowed_twin_rps']:.0f} rps ({sizes['allowed-twin'] / 1024:.0f} KiB); denied at "
+            f"{at_half['offered_rps']:.0f} rps (50% of its max): "
+            f"p50 {at_half['p50_ms']:.2f} ms, p99 {at_half['p99_ms']:.2f} ms.",
+        ]
     apply = details.get("apply") or {}
     if "median_seconds" in apply:
         m = apply["median_seconds"]
@@ -473,7 +708,7 @@ def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
         ]
     lines += [
         "",
-        "Reproduce: `make bench` (about 12 minutes; writes bench/results/latest.json and docs/bench.png).",
+        "Reproduce: `make bench` (writes bench/results/latest.json, docs/bench.png, docs/bench-scale.png).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -503,6 +738,19 @@ def main() -> int:
     parser.add_argument("--reviews", type=int, default=100_000, help="reviews before the last RSS reading")
     parser.add_argument("--apply-rounds", type=int, default=9)
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--scale-deployments", type=int, default=50_000)
+    parser.add_argument("--scale-crds", type=int, default=3_000)
+    parser.add_argument("--scale-helmreleases", type=int, default=2_000)
+    parser.add_argument("--scale-applications", type=int, default=2_000)
+    parser.add_argument("--kubectl-timeout", type=float, default=1800, help="seconds for the listing")
+    parser.add_argument("--scale-budget", type=float, default=900, help="seconds allowed to load it")
+    parser.add_argument(
+        "--scale-clients", type=int, default=8, help="parallel clients loading the big cluster"
+    )
+    parser.add_argument(
+        "--catalog-standin", type=int, default=0, metavar="N",
+        help="development only: judge the 'full catalog' with N synthetic components beside kgateway's",
+    )  # fmt: skip
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

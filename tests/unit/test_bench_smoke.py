@@ -27,8 +27,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # bench/ is not part of the installed package
 
+import yaml  # noqa: E402
+
 from bench import harness, payloads  # noqa: E402
+from bench.catalog_serve import standin_catalog  # noqa: E402
 from bench.opa_data import opa_data  # noqa: E402
+from webhook.catalogs import default_catalog_files, load_catalog  # noqa: E402
 from webhook.rules.catalog import Catalog  # noqa: E402
 
 # The scenario runs kgateway v2.0.4; these payloads would break it, or start a v2.1.1 without its CRDs.
@@ -73,6 +77,10 @@ class Workspace:
         harness.make_certs(self.cert_dir)
         self.payload_dir = root / "payloads"
         self.manifest = payloads.write_payloads(payloads.build_payloads(source), self.payload_dir)
+        self.denials_dir = root / "payloads-denials"
+        self.denials = payloads.write_payloads(
+            payloads.build_denials(source), self.denials_dir, payloads.DENIAL_SHARES
+        )
         self.cluster_dir = root / "cluster"
         payloads.write_scenario(source, self.cluster_dir)
         self.opa_data_dir = root / "opa-data"
@@ -96,7 +104,19 @@ def servers(workspace: Workspace) -> Iterator[dict[str, harness.Server]]:
         "crdguard": harness.crdguard_server(
             harness.free_port(), w.cert_dir, w.root, NO_PIN, cluster=w.cluster_dir
         ),
+        "crdguard-kgateway": harness.crdguard_server(
+            harness.free_port(),
+            w.cert_dir,
+            w.root,
+            NO_PIN,
+            cluster=w.cluster_dir,
+            catalog_files=[Path("kgateway.yaml")],
+            name="crdguard-kgateway",
+        ),
         "floor": harness.floor_server(harness.free_port(), w.cert_dir, w.root, NO_PIN),
+        "floor-json-loads": harness.floor_server(
+            harness.free_port(), w.cert_dir, w.root, NO_PIN, decode="json-loads"
+        ),
     }
     try:
         for server in running.values():
@@ -120,7 +140,16 @@ def test_payloads_cover_every_class_with_real_sizes(workspace: Workspace) -> Non
     assert largest["file"].startswith("update-httproutes") and largest["bytes"] > 300_000
 
 
-@pytest.mark.parametrize("name", ["crdguard", "floor"], ids=["crdguard answers", "the floor answers"])
+@pytest.mark.parametrize(
+    "name",
+    ["crdguard", "crdguard-kgateway", "floor", "floor-json-loads"],
+    ids=[
+        "crdguard answers",
+        "crdguard with only kgateway's catalog file answers",
+        "the floor answers",
+        "the json.loads reference answers",
+    ],
+)
 def test_every_payload_is_answered(
     servers: dict[str, harness.Server], workspace: Workspace, name: str
 ) -> None:
@@ -132,6 +161,34 @@ def test_every_payload_is_answered(
 def test_crdguard_denies_exactly_the_conflicting_upgrades(crdguard_verdicts: dict[str, Any]) -> None:
     denied = {v["file"] for v in crdguard_verdicts["verdicts"] if v["allowed"] is False}
     assert denied == EXPECTED_DENIED
+
+
+def test_every_denial_is_denied_and_every_twin_allowed(
+    servers: dict[str, harness.Server], workspace: Workspace
+) -> None:
+    report = harness.python_verdicts(servers["crdguard"], workspace.denials_dir)
+    assert report["errors"] == 0
+    verdicts = {(v["class"], v["allowed"]) for v in report["verdicts"]}
+    assert verdicts == {("denied", False), ("allowed-twin", True)}
+    assert report["requests"] == len(workspace.denials["payloads"]) >= 10
+
+
+def test_the_kgateway_only_crdguard_gives_the_same_verdicts_while_the_catalog_is_kgateway_alone(
+    servers: dict[str, harness.Server], workspace: Workspace, crdguard_verdicts: dict[str, Any]
+) -> None:
+    only = harness.python_verdicts(servers["crdguard-kgateway"], workspace.payload_dir)
+    assert only["errors"] == 0
+    if [name for name, _ in default_catalog_files()] == ["default catalog kgateway.yaml"]:
+        assert harness.compare_verdicts(crdguard_verdicts, only) == []
+    else:  # more components: the kgateway-only server still denies the kgateway conflicts
+        assert {v["file"] for v in only["verdicts"] if v["allowed"] is False} == EXPECTED_DENIED
+
+
+def test_the_standin_catalog_loads_beside_kgateways(tmp_path: Path) -> None:
+    standin = tmp_path / "standin.yaml"
+    standin.write_text(yaml.safe_dump(standin_catalog(3)))
+    catalog = load_catalog([str(standin)])
+    assert len(catalog.components) == len(load_catalog().components) + 3
 
 
 def test_loadgen_drives_both_servers_without_errors(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -19,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -249,10 +249,14 @@ def respond(request: AdmissionRequest, verdict: Verdict, config: ServiceConfig |
     )
 
 
+_encode_line = msgspec.json.Encoder().encode
+
+
 def _log_decision(request: AdmissionRequest, verdict: Verdict, seconds: float) -> None:
     # Names and rule ids only: never object bodies, so HelmRelease values cannot leak here.
+    # msgspec, not json.dumps: the line is written for nearly every review (a third of its cost).
     decision_log.info(
-        json.dumps(
+        _encode_line(
             {
                 "event": "admission",
                 "uid": request.uid,
@@ -268,9 +272,8 @@ def _log_decision(request: AdmissionRequest, verdict: Verdict, seconds: float) -
                     for c in verdict.denied + verdict.warned + verdict.audited
                 ],
                 "ms": round(seconds * 1000, 3),
-            },
-            separators=(",", ":"),
-        )
+            }
+        ).decode()
     )
 
 

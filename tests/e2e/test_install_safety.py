@@ -31,7 +31,15 @@ pytestmark = pytest.mark.e2e
 CHART = Path(__file__).resolve().parents[2] / "charts" / "crdguard"
 UNPULLABLE = ["--set", "image.repository=registry.invalid/crdguard"]
 CLUSTER_SCOPED = "validatingwebhookconfigurations,clusterroles,clusterrolebindings"
-WEBHOOKS = ["crds.crdguard.io", "deployments.crdguard.io", "flux.crdguard.io"]
+WEBHOOKS = sorted(
+    [  # as webhook_names lists them
+        "crds.crdguard.io",
+        "deployments.crdguard.io",
+        "flux.crdguard.io",
+        "argocd.crdguard.io",
+        "k3s.crdguard.io",
+    ]
+)
 
 
 @pytest.fixture(scope="module")

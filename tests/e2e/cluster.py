@@ -441,7 +441,19 @@ class ControlPlane:
         """Run the built kubectl against this cluster, as admin by default."""
         config = str(kubeconfig or self.kubeconfig)
         argv = [str(self.kube_bin_dir / "kubectl"), f"--kubeconfig={config}", *args]
-        return self._run(argv, input=input, check=check, timeout=timeout)
+        if args[:1] != ("wait",):
+            return self._run(argv, input=input, check=check, timeout=timeout)
+        # `kubectl wait --for=condition=...` on an object whose status has no conditions yet (a CRD
+        # just created) fails at once with "accessor error" instead of waiting: ask again, bounded.
+        deadline = time.monotonic() + timeout
+        while True:
+            done = self._run(argv, input=input, check=False, timeout=timeout)
+            if done.returncode == 0 or "accessor error" not in done.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if check and done.returncode != 0:
+            raise CommandError(done.returncode, argv, done.stdout, done.stderr)
+        return done
 
     def helm(
         self,

@@ -428,7 +428,9 @@ def run_soak(plane: ControlPlane, upstream: Path, seconds: float, workdir: Path)
         error_lines = [
             line
             for line in serve.log_lines()
-            if '"level":"error"' in line or '"level":"warning"' in line or "Traceback" in line
+            if ('"level":"error"' in line or '"level":"warning"' in line or "Traceback" in line)
+            # The conflicts the phases plant are reported as warnings by continuous audit: expected.
+            and '"logger":"crdguard.conflicts"' not in line
         ]
 
     checked = 0

@@ -66,7 +66,13 @@ class Inventory:
         self.catalog = catalog
         self._write = threading.Lock()
         self._state = _EMPTY
+        self._revision = 0  # bumped by every write: what was computed from an older view is stale
         self._touched: set[ObjectRef] = set()  # written since the last drain_touched()
+
+    @property
+    def revision(self) -> int:
+        """How many writes this inventory has had."""
+        return self._revision
 
     # -- ClusterView ---------------------------------------------------------------------
     def crd(self, name: str) -> CRDInfo | None:
@@ -94,11 +100,13 @@ class Inventory:
         with self._write:
             self._touched.add(summary_ref(summary))
             self._state = self._changed(self._state, summary_ref(summary), summary)
+            self._revision += 1
 
     def remove(self, ref: ObjectRef) -> None:
         with self._write:
             self._touched.add(ref)
             self._state = self._changed(self._state, ref, None)
+            self._revision += 1
 
     def replace_all(self, kind: str, summaries: Iterable[Summary]) -> None:
         """Make ``kind`` hold exactly ``summaries`` (a relist), keeping other kinds; published at once."""
@@ -113,6 +121,7 @@ class Inventory:
                 self._touched.add(ref)
                 state = self._changed(state, ref, summary)
             self._state = state
+            self._revision += 1
 
     def drain_touched(self) -> set[ObjectRef]:
         """The objects written (upserted or removed) since the last call, for incremental audits."""

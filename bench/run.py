@@ -352,7 +352,10 @@ class Bench:
         try:
             clients = []
             for _ in ("empty", "large"):
-                cp = plane(bins, startup_timeout=180)
+                # No compaction by the API server during the run: a listing of tens of thousands of
+                # Deployments on the loaded machine outlived the 5-minute window ("continue parameter
+                # is too old"). Both servers alike.
+                cp = plane(bins, startup_timeout=180, extra_apiserver_args=["--etcd-compaction-interval=0"])
                 planes.append(cp)
                 cp.start()
                 client = bigcluster.Client(
@@ -451,7 +454,7 @@ class Bench:
                 rss_mib_samples_large=samples,
                 rss_mib={"idle": out["rss_idle"], "large_state": rss_large, "after_warmup": warm,
                          "after_100k_reviews": after},
-                audit={"measured": False, "why": "continuous audit (branch platform) is not in this build"},
+                audit={"measured": False, "why": "the conflict gauge lag is not measured yet"},
             )  # fmt: skip
             return out
         finally:
@@ -613,7 +616,7 @@ def markdown(result: dict[str, Any], details: dict[str, Any]) -> str:
     audit = result.get("audit") or {}
     lines.append(
         "| continuous audit current within 2 s at 50 changes/s | "
-        + ("n/a | | not measured (continuous audit is not in this build) |" if not audit.get("measured") else
+        + ("n/a | <= 2 | **not measured** (no lag measurement yet) |" if not audit.get("measured") else
            f"{audit['lag_p99_s']:.2f} s | <= 2 | {_met(audit['lag_p99_s'], '<=', 2)} |")
     )  # fmt: skip
     rss = result["rss_mib"]

@@ -557,6 +557,19 @@ def summary(details: dict[str, Any]) -> dict[str, Any]:
     out["rss_mib"] = scale.get("rss_mib") or {"idle": None, "large_state": None, "after_100k_reviews": None}
     out["audit"] = scale.get("audit") or {"measured": False}
     out["catalogs"] = details.get("catalogs")
+    setup = scale.get("setup") or {}
+    # What was measured: the big cluster's counts as asked, and what the API server got.
+    out["scale"] = {
+        "asked": scale.get("described"),
+        "objects_created": setup.get("objects"),
+        "deployments_created": max(
+            (c["deployments_created"] for c in scale.get("cost_by_size", [])), default=None
+        ),
+        "skipped_over_budget": setup.get("skipped_over_budget"),
+        "held_by_crdguard": scale.get("held_by_crdguard"),
+        "kubectl_list_seconds": scale.get("kubectl_list_seconds"),
+        "crdguard_ready_seconds": scale.get("ready_seconds"),
+    }
     out["crdguard"]["errors"] = details["errors"]["crdguard"]
     return out
 
@@ -743,16 +756,22 @@ def main() -> int:
     )
     parser.add_argument("--skip-e2e", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--from-details", type=Path, help="only summarise a saved details.json again (no measurement)"
+    )
     args = parser.parse_args()
     if 0.5 not in args.loads:
         parser.error("--loads must include 0.5 (the summary's p99 is taken there)")
     args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="crdguard-bench-") as tmp:
-        try:
-            details = Bench(args, Path(tmp)).run()
-        except BenchError as exc:
-            log(f"benchmark failed: {exc}")
-            return 1
+    if args.from_details:
+        details = json.loads(args.from_details.read_text())
+    else:
+        with tempfile.TemporaryDirectory(prefix="crdguard-bench-") as tmp:
+            try:
+                details = Bench(args, Path(tmp)).run()
+            except BenchError as exc:
+                log(f"benchmark failed: {exc}")
+                return 1
     result = summary(details)
     (args.out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "details.json").write_text(json.dumps(details, indent=1) + "\n")

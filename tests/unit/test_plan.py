@@ -23,6 +23,7 @@ from helpers import (
     Obj,
     application,
     argocd_source,
+    crd,
     deployment,
     flux_helmchart,
     gateway_api_bundle,
@@ -40,6 +41,7 @@ from webhook.catalogs import load_releases
 from webhook.cli import main
 from webhook.rules.catalog import Catalog
 from webhook.rules.messages import denial_message
+from webhook.rules.objects import summarize_crd
 from webhook.rules.plan import PlanError, Planner, RecentFixes, Step, Target, fixes_for
 from webhook.rules.releases import SAFE_UPGRADES_POLICY, SafeUpgradesPolicy, policy_facts
 
@@ -350,9 +352,12 @@ def test_a_custom_build_tag_is_planned_as_its_upstream_release(upstream: Path, c
 @pytest.mark.parametrize(
     ("size", "reused"),
     [(64, True), (0, False)],
-    ids=["a repeated denial reuses its fixes while the inventory is unchanged", "size 0 plans every time"],
+    ids=[
+        "a repeated denial reuses its fixes until an object the planner reads is written",
+        "size 0 plans every time",
+    ],
 )
-def test_recent_fixes_are_reused_only_while_the_inventory_is_unchanged(
+def test_recent_fixes_are_reused_until_what_the_planner_reads_is_written(
     upstream: Path, catalog: Catalog, size: int, reused: bool
 ) -> None:
     state = [*gateway_api_bundle(upstream, "v1.4.0", "experimental"), *kgateway_crds(upstream, "v2.1.1"),
@@ -367,9 +372,13 @@ def test_recent_fixes_are_reused_only_while_the_inventory_is_unchanged(
     again = recent.fixes_for(verdict.change, view, catalog, releases)
     assert first and again == first == fixes_for(verdict.change, view, catalog, releases)
     assert (again[0] is first[0]) is reused
+    view.upsert(
+        summarize_crd(crd("widgets.example.com", {"v1": True}))
+    )  # a CRD neither the catalog nor a release set names: the plan cannot change
+    assert (recent.fixes_for(verdict.change, view, catalog, releases)[0] is first[0]) is reused
     cluster_crd = view.crd(bcp["metadata"]["name"])
     assert cluster_crd is not None
-    view.upsert(cluster_crd)  # any write: what was planned on the older inventory is not reused
+    view.upsert(cluster_crd)  # a CRD the planner reads: what was planned before is not reused
     after_write = recent.fixes_for(verdict.change, view, catalog, releases)
     assert after_write == first and after_write[0] is not first[0]
 

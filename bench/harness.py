@@ -97,6 +97,7 @@ class Server:
     ca_file: Path
     log_path: Path
     env: Mapping[str, str] | None = None
+    metrics_port: int | None = None  # crdguard's plain-HTTP /metrics and /state port
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log: TextIO | None = field(default=None, repr=False)
 
@@ -142,6 +143,21 @@ class Server:
     def rss_mib(self) -> float:
         return rss_mib(self.pid)
 
+    def metrics_get(self, path: str) -> bytes:
+        """GET ``path`` (/metrics or /state) from crdguard's metrics port, plain HTTP."""
+        if self.metrics_port is None:
+            raise BenchError(f"{self.name} has no metrics port")
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=30)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise BenchError(f"{self.name}: GET {path} on the metrics port answered {response.status}")
+        return body
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -179,7 +195,11 @@ def crdguard_server(
     ``catalog_files`` replaces the packaged catalog with those files (bench/catalog_serve.py);
     without it the packaged catalog is used, as deployed.
     """
-    flags = ["serve", "--cert-dir", str(cert_dir), "--host", "127.0.0.1", "--port", str(port)]
+    metrics_port = free_port()
+    flags = [
+        "serve", "--cert-dir", str(cert_dir), "--host", "127.0.0.1", "--port", str(port),
+        "--metrics-port", str(metrics_port), "--enable-state-endpoint",
+    ]  # fmt: skip
     if cluster is not None:
         flags += ["--cluster", str(cluster)]
     if kubeconfig is not None:
@@ -200,6 +220,7 @@ def crdguard_server(
         cert_dir / "ca.crt",
         work / f"{name}-{port}.log",
         env=env,
+        metrics_port=metrics_port,
     )
 
 

@@ -27,12 +27,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))  # bench/ is not part of the installed package
 
-import yaml  # noqa: E402
 
 from bench import harness, payloads  # noqa: E402
-from bench.catalog_serve import standin_catalog  # noqa: E402
+from bench.catalog_serve import KGATEWAY_FILE, catalog_of  # noqa: E402
 from bench.opa_data import opa_data  # noqa: E402
-from webhook.catalogs import default_catalog_files, load_catalog  # noqa: E402
+from webhook.catalogs import default_catalog_files  # noqa: E402
 from webhook.rules.catalog import Catalog  # noqa: E402
 
 # The scenario runs kgateway v2.0.4; these payloads would break it, or start a v2.1.1 without its CRDs.
@@ -70,7 +69,7 @@ def go_tool(which: str) -> Path:
 
 
 class Workspace:
-    def __init__(self, root: Path, upstream: Path, catalog: Catalog) -> None:
+    def __init__(self, root: Path, upstream: Path, kgateway_catalog: Catalog) -> None:
         source = payloads.Upstream.load(upstream)
         self.root = root
         self.cert_dir = root / "certs"
@@ -85,7 +84,7 @@ class Workspace:
         payloads.write_scenario(source, self.cluster_dir)
         self.opa_data_dir = root / "opa-data"
         self.opa_data_dir.mkdir()
-        data = opa_data(payloads.scenario_objects(source), catalog)
+        data = opa_data(payloads.scenario_objects(source), kgateway_catalog)
         (self.opa_data_dir / "data.json").write_text(json.dumps(data))
 
     def loadgen(self, binary: Path) -> harness.LoadGen:
@@ -93,8 +92,8 @@ class Workspace:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory, upstream: Path, catalog: Catalog) -> Workspace:
-    return Workspace(tmp_path_factory.mktemp("bench"), upstream, catalog)
+def workspace(tmp_path_factory: pytest.TempPathFactory, upstream: Path) -> Workspace:
+    return Workspace(tmp_path_factory.mktemp("bench"), upstream, catalog_of([KGATEWAY_FILE]))
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +109,7 @@ def servers(workspace: Workspace) -> Iterator[dict[str, harness.Server]]:
             w.root,
             NO_PIN,
             cluster=w.cluster_dir,
-            catalog_files=[Path("kgateway.yaml")],
+            catalog_files=[Path(KGATEWAY_FILE)],
             name="crdguard-kgateway",
         ),
         "floor": harness.floor_server(harness.free_port(), w.cert_dir, w.root, NO_PIN),
@@ -184,11 +183,19 @@ def test_the_kgateway_only_crdguard_gives_the_same_verdicts_while_the_catalog_is
         assert {v["file"] for v in only["verdicts"] if v["allowed"] is False} == EXPECTED_DENIED
 
 
-def test_the_standin_catalog_loads_beside_kgateways(tmp_path: Path) -> None:
-    standin = tmp_path / "standin.yaml"
-    standin.write_text(yaml.safe_dump(standin_catalog(3)))
-    catalog = load_catalog([str(standin)])
-    assert len(catalog.components) == len(load_catalog().components) + 3
+def test_the_kgateway_only_catalog_is_kgateways_file_alone_inside_the_packaged_one(catalog: Catalog) -> None:
+    only = catalog_of([KGATEWAY_FILE])
+    assert set(only.components) == {"kgateway"}
+    assert set(only.rules) < set(catalog.rules)
+
+
+@pytest.mark.parametrize("name", ["crdguard", "crdguard-kgateway"], ids=["whole catalog", "kgateway only"])
+def test_state_and_metrics_answer_on_the_metrics_port_over_plain_http(
+    servers: dict[str, harness.Server], name: str
+) -> None:
+    state = json.loads(servers[name].metrics_get("/state"))
+    assert state["objects"], state
+    assert b"crdguard_" in servers[name].metrics_get("/metrics")
 
 
 def test_loadgen_drives_both_servers_without_errors(
@@ -206,9 +213,10 @@ def test_loadgen_drives_both_servers_without_errors(
 
 
 @pytest.mark.bench  # OPA takes minutes to build and is only the benchmark's comparison: `make bench`
-def test_opa_gives_crdguards_verdict_on_every_payload(
-    workspace: Workspace, crdguard_verdicts: dict[str, Any]
+def test_opa_gives_the_kgateway_only_crdguards_verdict_on_every_payload(
+    servers: dict[str, harness.Server], workspace: Workspace
 ) -> None:
+    reference = harness.python_verdicts(servers["crdguard-kgateway"], workspace.payload_dir)
     opa = harness.opa_server(
         go_tool("opa"),
         harness.free_port(),
@@ -223,4 +231,4 @@ def test_opa_gives_crdguards_verdict_on_every_payload(
     finally:
         opa.stop()
     assert verdicts["errors"] == 0, [v for v in verdicts["verdicts"] if v.get("error")][:3]
-    assert harness.compare_verdicts(crdguard_verdicts, verdicts) == []
+    assert harness.compare_verdicts(reference, verdicts) == []

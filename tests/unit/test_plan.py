@@ -23,6 +23,7 @@ from helpers import (
     Obj,
     application,
     argocd_source,
+    crd,
     deployment,
     flux_helmchart,
     gateway_api_bundle,
@@ -40,7 +41,8 @@ from webhook.catalogs import load_releases
 from webhook.cli import main
 from webhook.rules.catalog import Catalog
 from webhook.rules.messages import denial_message
-from webhook.rules.plan import PlanError, Planner, Step, Target, fixes_for
+from webhook.rules.objects import summarize_crd
+from webhook.rules.plan import PlanError, Planner, RecentFixes, Step, Target, fixes_for
 from webhook.rules.releases import SAFE_UPGRADES_POLICY, SafeUpgradesPolicy, policy_facts
 
 BUNDLES = ["v1.2.0", "v1.3.0", "v1.4.0", "v1.4.1", "v1.5.1"]
@@ -345,6 +347,40 @@ def test_a_custom_build_tag_is_planned_as_its_upstream_release(upstream: Path, c
     )
     assert plan.possible
     assert "kgateway v2.1.1-corp.3 is not an upstream release; planned as upstream v2.1.1" in plan.notes
+
+
+@pytest.mark.parametrize(
+    ("size", "reused"),
+    [(64, True), (0, False)],
+    ids=[
+        "a repeated denial reuses its fixes until an object the planner reads is written",
+        "size 0 plans every time",
+    ],
+)
+def test_recent_fixes_are_reused_until_what_the_planner_reads_is_written(
+    upstream: Path, catalog: Catalog, size: int, reused: bool
+) -> None:
+    state = [*gateway_api_bundle(upstream, "v1.4.0", "experimental"), *kgateway_crds(upstream, "v2.1.1"),
+             deployment("v2.1.1")]  # fmt: skip
+    cluster = Cluster(catalog, state)
+    bcp = next(o for o in state if o["metadata"]["name"] == "backendconfigpolicies.gateway.kgateway.dev")
+    view = cluster.view()
+    verdict = cluster.delete(bcp)
+    assert not verdict.allowed and verdict.change is not None
+    recent, releases = RecentFixes(size), load_releases()
+    first = recent.fixes_for(verdict.change, view, catalog, releases)
+    again = recent.fixes_for(verdict.change, view, catalog, releases)
+    assert first and again == first == fixes_for(verdict.change, view, catalog, releases)
+    assert (again[0] is first[0]) is reused
+    view.upsert(
+        summarize_crd(crd("widgets.example.com", {"v1": True}))
+    )  # a CRD neither the catalog nor a release set names: the plan cannot change
+    assert (recent.fixes_for(verdict.change, view, catalog, releases)[0] is first[0]) is reused
+    cluster_crd = view.crd(bcp["metadata"]["name"])
+    assert cluster_crd is not None
+    view.upsert(cluster_crd)  # a CRD the planner reads: what was planned before is not reused
+    after_write = recent.fixes_for(verdict.change, view, catalog, releases)
+    assert after_write == first and after_write[0] is not first[0]
 
 
 def test_a_denial_under_a_custom_build_says_which_upstream_release_it_was_planned_as(

@@ -30,7 +30,7 @@ from webhook.rules.catalog import Catalog, Enforcement
 from webhook.rules.engine import Verdict, review_change
 from webhook.rules.inventory import ClusterView
 from webhook.rules.messages import audit_annotations, denial_message, warnings
-from webhook.rules.plan import fixes_for
+from webhook.rules.plan import RecentFixes
 from webhook.rules.releases import ReleaseSet
 
 # The API server caps request bodies at 3 MiB; leave room for the review envelope.
@@ -72,6 +72,7 @@ class ServiceConfig:
     body_timeout_seconds: float = 10.0
     background: tuple[Background, ...] = ()
     releases: Mapping[str, ReleaseSet] = field(default_factory=load_releases)
+    recent_fixes: RecentFixes = field(default_factory=RecentFixes, compare=False)
 
 
 class Metrics:
@@ -239,7 +240,9 @@ def respond(request: AdmissionRequest, verdict: Verdict, config: ServiceConfig |
     fixes = None
     if not verdict.allowed and config is not None and verdict.change is not None:
         # Denials are rare: planning the way out from the state before the change is worth its time.
-        fixes = fixes_for(verdict.change, config.state.view, config.catalog, config.releases)
+        fixes = config.recent_fixes.fixes_for(
+            verdict.change, config.state.view, config.catalog, config.releases
+        )
     return build_response(
         request,
         verdict.allowed,

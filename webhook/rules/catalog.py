@@ -6,6 +6,7 @@ validated, indexed entries; reading files is the caller's job.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -181,6 +182,14 @@ class Failure(StrEnum):
         return Enforcement.WARN if self is Failure.FEATURE_OFF else Enforcement.DENY
 
 
+@functools.lru_cache(maxsize=256)
+def _bundle_version(text: str) -> Version | None:
+    try:
+        return Version.parse(text)
+    except VersionError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class BundleWindow:
     """The bundle-version annotation values (inclusive) for which the controller starts the watch."""
@@ -193,9 +202,8 @@ class BundleWindow:
         # on the annotation cannot read a version from it, so it does not start the watch.
         if not isinstance(text, str):
             return False
-        try:
-            found = Version.parse(text)
-        except VersionError:
+        found = _bundle_version(text)
+        if found is None:
             return False
         return (self.min is None or found >= self.min) and (self.max is None or found <= self.max)
 

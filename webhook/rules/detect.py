@@ -7,6 +7,7 @@ of a Deployment whose image carries no tag, a chart version, or an image tag set
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -89,6 +90,9 @@ class ImageRef:
     digest: str | None
 
 
+# Every component's detection parses the same few images of a Deployment again; they repeat across
+# reviews too. Bounded: image names come from the cluster.
+@functools.lru_cache(maxsize=1024)
 def parse_image(image: str) -> ImageRef:
     name, _, digest = image.partition("@")
     tag = None

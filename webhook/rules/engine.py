@@ -157,9 +157,14 @@ def _conflicts(
 ) -> tuple[dict[tuple[str, tuple[str, ...], str], Conflict], list[ComponentRelease]]:
     """Conflicts that involve the given CRDs or the releases the given objects reveal."""
     pairs: list[tuple[Rule, ComponentRelease]] = []
+    # Many rules of a CRD share a component: list its releases once (an overlay detects them anew).
+    by_component: dict[str, tuple[ComponentRelease, ...]] = {}
     for crd in crds:
         for rule in catalog.rules_by_crd.get(crd, ()):
-            pairs.extend((rule, release) for release in view.releases(rule.component))
+            releases = by_component.get(rule.component)
+            if releases is None:
+                releases = by_component[rule.component] = tuple(view.releases(rule.component))
+            pairs.extend((rule, release) for release in releases)
     for source in sources:
         for release in view.releases_from(source):
             pairs.extend((rule, release) for rule in catalog.rules_by_component.get(release.component, ()))

@@ -66,7 +66,21 @@ class Inventory:
         self.catalog = catalog
         self._write = threading.Lock()
         self._state = _EMPTY
+        # Write counters: what was computed from the view is stale once something it read is written.
+        self._revision = 0
+        self._objects_written = 0  # the revision of the last write of anything but a CRD
+        self._crds_written: dict[str, int] = {}  # CRD name -> the revision of its last write
         self._touched: set[ObjectRef] = set()  # written since the last drain_touched()
+
+    def revision_for(self, crd_names: frozenset[str]) -> tuple[int, int]:
+        """A token that changes with every write of an object other than a CRD or of one of ``crd_names``.
+
+        What reads CRDs only by those names (the planner: the catalog's and the release sets' CRDs)
+        and every other object may keep its result while the token is the same: a cluster creating
+        unrelated CRDs does not make it stale.
+        """
+        written = self._crds_written
+        return self._objects_written, max((written.get(n, 0) for n in crd_names), default=0)
 
     # -- ClusterView ---------------------------------------------------------------------
     def crd(self, name: str) -> CRDInfo | None:
@@ -94,25 +108,36 @@ class Inventory:
         with self._write:
             self._touched.add(summary_ref(summary))
             self._state = self._changed(self._state, summary_ref(summary), summary)
+            self._wrote([summary_ref(summary)])
 
     def remove(self, ref: ObjectRef) -> None:
         with self._write:
             self._touched.add(ref)
             self._state = self._changed(self._state, ref, None)
+            self._wrote([ref])
 
     def replace_all(self, kind: str, summaries: Iterable[Summary]) -> None:
         """Make ``kind`` hold exactly ``summaries`` (a relist), keeping other kinds; published at once."""
         fresh = {summary_ref(s): s for s in summaries}
         with self._write:
             state = self._state
-            for ref in self._refs(state, kind):
-                if ref not in fresh:
-                    self._touched.add(ref)
-                    state = self._changed(state, ref, None)
+            written = [ref for ref in self._refs(state, kind) if ref not in fresh]
+            for ref in written:
+                self._touched.add(ref)
+                state = self._changed(state, ref, None)
             for ref, summary in fresh.items():
                 self._touched.add(ref)
                 state = self._changed(state, ref, summary)
             self._state = state
+            self._wrote([*written, *fresh])
+
+    def _wrote(self, refs: Iterable[ObjectRef]) -> None:
+        self._revision += 1
+        for ref in refs:
+            if ref.kind == CRD_KIND:
+                self._crds_written[ref.name] = self._revision
+            else:
+                self._objects_written = self._revision
 
     def drain_touched(self) -> set[ObjectRef]:
         """The objects written (upserted or removed) since the last call, for incremental audits."""

@@ -6,6 +6,7 @@ downstream (state cache, engine, logs) sees only these summaries.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,13 +278,40 @@ def read_values(values: Mapping[str, Any], catalog: Catalog) -> dict[str, object
     The rest of the values (which may hold secrets) never leaves here.
     """
     found: dict[str, object] = {}
-    for path in catalog.values_paths:
-        node: Any = values
-        for key in path:
-            node = _dict(node).get(key)
-        if isinstance(node, bool | int | float | str):
-            found[".".join(path)] = node
+    _read_along(values, _values_tree(catalog.values_paths), found)
     return found
+
+
+# path key -> (the dotted path when a catalog path ends here, the keys below it)
+_ValuesTree = Mapping[str, tuple[str | None, "_ValuesTree"]]
+
+
+@functools.lru_cache(maxsize=8)
+def _values_tree(paths: frozenset[tuple[str, ...]]) -> _ValuesTree:
+    """The catalog's values paths as a tree, so a walk only descends where some path goes."""
+    root: dict[str, Any] = {}
+    for path in paths:
+        node = root
+        for depth, key in enumerate(path):
+            dotted, below = node.get(key, (None, {}))
+            if depth == len(path) - 1:
+                dotted = ".".join(path)
+            node[key] = (dotted, below)
+            node = below
+    return root
+
+
+def _read_along(values: Any, tree: _ValuesTree, found: dict[str, object]) -> None:
+    if not isinstance(values, Mapping):
+        return
+    for key, (dotted, below) in tree.items():
+        node = values.get(key)
+        if node is None:
+            continue
+        if dotted is not None and isinstance(node, bool | int | float | str):
+            found[dotted] = node
+        if below:
+            _read_along(node, below, found)
 
 
 def read_values_text(text: Any, catalog: Catalog) -> dict[str, object]:

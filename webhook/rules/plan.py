@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from webhook.rules.catalog import Catalog, Failure
 from webhook.rules.detect import ComponentRelease, Installation, detect_releases, image_matches, parse_image
 from webhook.rules.engine import Change, Conflict, audit, review_change
-from webhook.rules.inventory import ClusterView
+from webhook.rules.inventory import ClusterView, Inventory
 from webhook.rules.objects import (
     APPLICATION_KIND,
     ARGOCD_GROUP,
@@ -881,6 +881,43 @@ def _retried(change: Change, view: ClusterView) -> Change:
         change.operation if change.operation == "DELETE" else ("UPDATE" if old is not None else "CREATE")
     )
     return replace(change, operation=operation, old=old)
+
+
+class RecentFixes:
+    """The fixes of the last few denials, reused while the inventory they were planned on is unchanged.
+
+    A denied change comes back: Flux retries a HelmRelease upgrade at every interval, a developer
+    re-applies, the API server retries on timeout. Planning costs tens of milliseconds; a lookup
+    does not. Only an ``Inventory`` is cached: the planner reads CRDs by the names the catalog and
+    the release sets give, so fixes stay valid until one of those CRDs or any other object the
+    inventory holds is written. Any other view is planned every time, and so is everything when
+    ``size`` is 0.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._fixes: dict[tuple[int, tuple[int, int], str], list[Fix]] = {}
+        self._read_crds: dict[tuple[int, int], frozenset[str]] = {}
+
+    def fixes_for(
+        self, change: Change, view: ClusterView, catalog: Catalog, releases: Mapping[str, ReleaseSet]
+    ) -> list[Fix]:
+        if self.size == 0 or not isinstance(view, Inventory) or view.catalog is not catalog:
+            return fixes_for(change, view, catalog, releases)
+        read = self._read_crds.get((id(catalog), id(releases)))
+        if read is None:
+            named = {crd.name for rs in releases.values() for r in rs.releases for crd in r.crds}
+            read = self._read_crds[(id(catalog), id(releases))] = frozenset(catalog.rules_by_crd) | named
+        if change.kind == CRD_KIND and change.ref.name not in read:
+            read = read | {change.ref.name}  # a retry reads the changed CRD itself
+        key = (id(releases), view.revision_for(read), repr(change))
+        found = self._fixes.get(key)
+        if found is None:
+            found = fixes_for(change, view, catalog, releases)
+            if len(self._fixes) >= self.size:
+                del self._fixes[next(iter(self._fixes))]  # the oldest: dicts keep insertion order
+            self._fixes[key] = found
+        return list(found)
 
 
 def fixes_for(

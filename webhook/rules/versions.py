@@ -7,7 +7,7 @@ Kubernetes ecosystems write versions both ways (chart ``v2.1.1``, image tag
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import total_ordering
 
 # Strict semver identifiers: a numeric pre-release identifier has no leading zero ("1.0.0-01" is not
@@ -80,6 +80,8 @@ class VersionRange:
 
     text: str
     comparators: tuple[tuple[str, Version], ...]
+    # Membership per version, computed once: judging asks the same few versions again and again.
+    _members: dict[Version, bool] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> VersionRange:
@@ -98,6 +100,14 @@ class VersionRange:
     def __contains__(self, version: object) -> bool:
         if not isinstance(version, Version):
             return False
+        member = self._members.get(version)
+        if member is None:
+            if len(self._members) >= _MEMO_LIMIT:
+                self._members.clear()  # bounded: versions come from the cluster, not only the catalog
+            member = self._members[version] = self._contains(version)
+        return member
+
+    def _contains(self, version: Version) -> bool:
         # A pre-release belongs to the line it leads up to: 2.1.0-rc.1 is built from 2.1 code,
         # so it matches ">=2.1.0", not "<2.1.0" (strict semver would say the opposite). A bound
         # that is itself a pre-release ("=2.1.0-rc.1", ">=2.1.0-rc.2") names pre-releases on
@@ -110,6 +120,8 @@ class VersionRange:
     def __str__(self) -> str:
         return self.text or "*"
 
+
+_MEMO_LIMIT = 1024
 
 _OPS = {
     ">=": lambda a, b: a >= b,

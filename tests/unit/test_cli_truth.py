@@ -219,6 +219,13 @@ CASES = [
         ["'Crdguard_svc'"],
         id="a host name with upper case and an underscore exits 2",
     ),
+    pytest.param(
+        ["serve", "--insecure", "--cluster", "examples/demo/cluster", "--plan-budget", "0"],
+        {},
+        2,
+        ["--plan-budget 0"],
+        id="a planning budget of no time exits 2",
+    ),
 ]
 
 

@@ -383,6 +383,26 @@ def test_recent_fixes_are_reused_until_what_the_planner_reads_is_written(
     assert after_write == first and after_write[0] is not first[0]
 
 
+def test_a_spent_planning_budget_keeps_the_denial_and_says_the_fixes_were_not_computed(
+    upstream: Path, catalog: Catalog
+) -> None:
+    state = [*gateway_api_bundle(upstream, "v1.4.0", "experimental"), *kgateway_crds(upstream, "v2.1.1"),
+             deployment("v2.1.1")]  # fmt: skip
+    cluster = Cluster(catalog, state)
+    bcp = next(o for o in state if o["metadata"]["name"] == "backendconfigpolicies.gateway.kgateway.dev")
+    view = cluster.view()
+    verdict = cluster.delete(bcp)
+    assert not verdict.allowed and verdict.change is not None
+    recent, releases = RecentFixes(), load_releases()
+    # A budget already spent: the first search gives up at once (the webhook's case on a big cluster).
+    cut = recent.fixes_for(verdict.change, view, catalog, releases, budget_seconds=0.0)
+    assert [(f.steps, f.retry) for f in cut] == [((), False)]
+    assert cut[0].summary.startswith("Not computed:") and "crdguard plan" in cut[0].summary
+    # Not cached: the next request, with time to spare, gets the verified fixes.
+    full = recent.fixes_for(verdict.change, view, catalog, releases, budget_seconds=60.0)
+    assert full == fixes_for(verdict.change, view, catalog, releases) and all(f.steps for f in full)
+
+
 def test_a_denial_under_a_custom_build_says_which_upstream_release_it_was_planned_as(
     upstream: Path, catalog: Catalog
 ) -> None:

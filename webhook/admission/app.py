@@ -73,6 +73,8 @@ class ServiceConfig:
     background: tuple[Background, ...] = ()
     releases: Mapping[str, ReleaseSet] = field(default_factory=load_releases)
     recent_fixes: RecentFixes = field(default_factory=RecentFixes, compare=False)
+    # Planning the fixes of a denial stops after this long: the API server waits (timeoutSeconds).
+    plan_budget_seconds: float = 2.0
 
 
 class Metrics:
@@ -241,7 +243,7 @@ def respond(request: AdmissionRequest, verdict: Verdict, config: ServiceConfig |
     if not verdict.allowed and config is not None and verdict.change is not None:
         # Denials are rare: planning the way out from the state before the change is worth its time.
         fixes = config.recent_fixes.fixes_for(
-            verdict.change, config.state.view, config.catalog, config.releases
+            verdict.change, config.state.view, config.catalog, config.releases, config.plan_budget_seconds
         )
     return build_response(
         request,

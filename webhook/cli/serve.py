@@ -60,6 +60,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="serve GET /state (the cluster inventory crdguard holds) on the metrics port",
     )
     serve.add_argument("--body-timeout", type=float, default=10.0, help="seconds to receive a body")
+    serve.add_argument(
+        "--plan-budget",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="longest time spent planning the fixes of one denial (default 2; keep it below the "
+        "webhook's timeoutSeconds); past it the denial says to run crdguard plan",
+    )
     serve.add_argument("--keep-alive", type=int, default=75, help="idle keep-alive timeout, seconds")
     serve.add_argument(
         "--graceful-shutdown", type=int, default=20, help="seconds to finish in-flight reviews"
@@ -227,8 +235,11 @@ def run(args: argparse.Namespace) -> int:
         enforcement=Enforcement(args.enforcement),
         max_body_bytes=args.max_body_bytes,
         body_timeout_seconds=args.body_timeout,
+        plan_budget_seconds=args.plan_budget,
         background=tuple(background),
     )
+    if not args.plan_budget > 0:
+        raise UsageError(f"--plan-budget {args.plan_budget}: expected a number of seconds above 0")
     if not 0 <= args.port < 65536:  # 0: any free port, as the tests use
         raise UsageError(f"--port {args.port}: expected 0 to 65535")
     sock = listen(args.host, args.port)

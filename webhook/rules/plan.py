@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -54,6 +55,10 @@ GATEWAY_API = "gateway-api"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 MAX_STEPS = 6
 _DELETED = object()
+
+
+class PlanningTimedOut(Exception):
+    """The search ran past its deadline (a webhook request cannot wait for long plans)."""
 
 
 class PlanError(ValueError):
@@ -279,6 +284,7 @@ class Planner:
     view: ClusterView
     catalog: Catalog
     releases: Mapping[str, ReleaseSet]
+    deadline: float | None = None  # time.monotonic() after which search() gives up
     _controllers: list[_Controller] = field(init=False)
     _installed: frozenset[str] = field(init=False)
     _start: State = field(init=False)
@@ -493,6 +499,8 @@ class Planner:
         seen: set[tuple[State, bool]] = set()
         refusals: list[str] = []
         while heap:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise PlanningTimedOut
             _, steps, distance, _, unhealthy, state, path = heapq.heappop(heap)
             if goal(state):
                 return path, refusals
@@ -900,10 +908,15 @@ class RecentFixes:
         self._read_crds: dict[tuple[int, int], frozenset[str]] = {}
 
     def fixes_for(
-        self, change: Change, view: ClusterView, catalog: Catalog, releases: Mapping[str, ReleaseSet]
+        self,
+        change: Change,
+        view: ClusterView,
+        catalog: Catalog,
+        releases: Mapping[str, ReleaseSet],
+        budget_seconds: float | None = None,
     ) -> list[Fix]:
         if self.size == 0 or not isinstance(view, Inventory) or view.catalog is not catalog:
-            return fixes_for(change, view, catalog, releases)
+            return fixes_for(change, view, catalog, releases, budget_seconds)
         read = self._read_crds.get((id(catalog), id(releases)))
         if read is None:
             named = {crd.name for rs in releases.values() for r in rs.releases for crd in r.crds}
@@ -913,7 +926,9 @@ class RecentFixes:
         key = (id(releases), view.revision_for(read), repr(change))
         found = self._fixes.get(key)
         if found is None:
-            found = fixes_for(change, view, catalog, releases)
+            found = fixes_for(change, view, catalog, releases, budget_seconds)
+            if not all(fix.steps for fix in found):
+                return found  # cut short by the budget: the next request may have the time
             if len(self._fixes) >= self.size:
                 del self._fixes[next(iter(self._fixes))]  # the oldest: dicts keep insertion order
             self._fixes[key] = found
@@ -921,12 +936,38 @@ class RecentFixes:
 
 
 def fixes_for(
-    change: Change, view: ClusterView, catalog: Catalog, releases: Mapping[str, ReleaseSet]
+    change: Change,
+    view: ClusterView,
+    catalog: Catalog,
+    releases: Mapping[str, ReleaseSet],
+    budget_seconds: float | None = None,
 ) -> list[Fix]:
-    """The verified ways out of a denial of ``change`` on ``view`` (the cluster before the change)."""
-    planner = Planner(view, catalog, releases)
-    releases = planner.releases
+    """The verified ways out of a denial of ``change`` on ``view`` (the cluster before the change).
+
+    With ``budget_seconds`` (the webhook's case: the API server waits), the search stops when the
+    budget is spent; the fixes found by then are kept and a last entry says the rest was not computed.
+    """
+    deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
+    planner = Planner(view, catalog, releases, deadline)
     fixes: list[Fix] = []
+    try:
+        _plan_fixes(planner, change, view, catalog, fixes)
+    except PlanningTimedOut:
+        fixes.append(
+            Fix(
+                f"Not computed: planning more ways out took longer than this request's {budget_seconds:g} s "
+                "budget; run `crdguard plan` against the cluster for a verified path",
+                False,
+                (),
+            )
+        )
+    return fixes
+
+
+def _plan_fixes(
+    planner: Planner, change: Change, view: ClusterView, catalog: Catalog, fixes: list[Fix]
+) -> None:
+    releases = planner.releases
     if change.kind == CRD_KIND:
         moved = _owner_of_crd(releases, change.ref.name)
         frozen: set[str] = set()  # a bundle may move first (another channel), then the change is retried
@@ -1016,7 +1057,6 @@ def fixes_for(
                 fixes.append(
                     Fix("Do it in this order: " + _and(s.summary for s in plan.steps), False, plan.steps)
                 )
-    return fixes
 
 
 def fixes_for_conflict(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -260,26 +261,28 @@ _encode_line = msgspec.json.Encoder().encode
 def _log_decision(request: AdmissionRequest, verdict: Verdict, seconds: float) -> None:
     # Names and rule ids only: never object bodies, so HelmRelease values cannot leak here.
     # msgspec, not json.dumps: the line is written for nearly every review (a third of its cost).
-    decision_log.info(
-        _encode_line(
-            {
-                "event": "admission",
-                "uid": request.uid,
-                "operation": request.operation,
-                "kind": request.kind,
-                "namespace": request.namespace,
-                "name": request.name or (verdict.change.ref.name if verdict.change else ""),
-                "dryRun": request.dry_run,
-                "decision": verdict.decision,
-                "rules": list(verdict.rule_ids),
-                "conflicts": [
-                    {"rule": c.rule.id, "component": c.release.component, "source": str(c.release.source)}
-                    for c in verdict.denied + verdict.warned + verdict.audited
-                ],
-                "ms": round(seconds * 1000, 3),
-            }
-        ).decode()
-    )
+    # A request may carry a lone surrogate (valid JSON escape, not encodable as UTF-8): msgspec
+    # refuses those, so that rare line falls back to json.dumps, which escapes them.
+    line = {
+        "event": "admission",
+        "uid": request.uid,
+        "operation": request.operation,
+        "kind": request.kind,
+        "namespace": request.namespace,
+        "name": request.name or (verdict.change.ref.name if verdict.change else ""),
+        "dryRun": request.dry_run,
+        "decision": verdict.decision,
+        "rules": list(verdict.rule_ids),
+        "conflicts": [
+            {"rule": c.rule.id, "component": c.release.component, "source": str(c.release.source)}
+            for c in verdict.denied + verdict.warned + verdict.audited
+        ],
+        "ms": round(seconds * 1000, 3),
+    }
+    try:
+        decision_log.info(_encode_line(line).decode())
+    except UnicodeEncodeError:
+        decision_log.info(json.dumps(line, separators=(",", ":")))
 
 
 def create_app(config: ServiceConfig) -> FastAPI:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -906,6 +907,9 @@ class RecentFixes:
         self.size = size
         self._fixes: dict[tuple[int, tuple[int, int], str], list[Fix]] = {}
         self._read_crds: dict[tuple[int, int], frozenset[str]] = {}
+        # Reviews are judged on several threads: two evicting the same oldest entry at once would
+        # fail one of them. The lock guards the dictionaries only, never the planning.
+        self._lock = threading.Lock()
 
     def fixes_for(
         self,
@@ -917,21 +921,26 @@ class RecentFixes:
     ) -> list[Fix]:
         if self.size == 0 or not isinstance(view, Inventory) or view.catalog is not catalog:
             return fixes_for(change, view, catalog, releases, budget_seconds)
-        read = self._read_crds.get((id(catalog), id(releases)))
+        with self._lock:
+            read = self._read_crds.get((id(catalog), id(releases)))
         if read is None:
             named = {crd.name for rs in releases.values() for r in rs.releases for crd in r.crds}
-            read = self._read_crds[(id(catalog), id(releases))] = frozenset(catalog.rules_by_crd) | named
+            read = frozenset(catalog.rules_by_crd) | named
+            with self._lock:
+                self._read_crds[(id(catalog), id(releases))] = read
         if change.kind == CRD_KIND and change.ref.name not in read:
             read = read | {change.ref.name}  # a retry reads the changed CRD itself
         key = (id(releases), view.revision_for(read), repr(change))
-        found = self._fixes.get(key)
+        with self._lock:
+            found = self._fixes.get(key)
         if found is None:
             found = fixes_for(change, view, catalog, releases, budget_seconds)
             if not all(fix.steps for fix in found):
                 return found  # cut short by the budget: the next request may have the time
-            if len(self._fixes) >= self.size:
-                del self._fixes[next(iter(self._fixes))]  # the oldest: dicts keep insertion order
-            self._fixes[key] = found
+            with self._lock:
+                while self._fixes and len(self._fixes) >= self.size:
+                    del self._fixes[next(iter(self._fixes))]  # the oldest: dicts keep insertion order
+                self._fixes[key] = found
         return list(found)
 
 
